@@ -1,0 +1,8 @@
+"""emtbench: catastrophic-forgetting benchmarks for multimodal LLMs, on lm-evaluation-harness."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("emtbench")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+local"

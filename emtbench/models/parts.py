@@ -1,0 +1,73 @@
+"""Where the vision tower, projector and language model live in each supported architecture.
+
+Fine-tuning, fusion and extraction find model parts only through :func:`model_parts`, so a new
+architecture is one entry in :data:`ARCHITECTURE_PARTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emtbench.errors import EmtbenchError
+
+
+@dataclass(frozen=True)
+class PartPaths:
+    """Dotted attribute paths from the top-level model to each part."""
+
+    vision_tower: str
+    projector: tuple[str, ...]
+    """One or more modules that map vision features into the LLM (InstructBLIP: Q-Former + projection)."""
+    language_model: str
+    lm_head: str = "lm_head"
+    embeddings: str = ""
+    """Input embeddings inside the language model (left at pre-trained values by fusion)."""
+
+
+ARCHITECTURE_PARTS: dict[str, PartPaths] = {
+    "LlavaForConditionalGeneration": PartPaths(
+        vision_tower="model.vision_tower",
+        projector=("model.multi_modal_projector",),
+        language_model="model.language_model",
+        embeddings="model.language_model.embed_tokens",
+    ),
+}
+
+
+@dataclass
+class ModelParts:
+    vision_tower: object
+    projectors: list
+    language_model: object
+    lm_head: object
+    paths: PartPaths
+
+
+def _get(model, dotted: str):
+    module = model
+    for name in dotted.split("."):
+        module = getattr(module, name)
+    return module
+
+
+def part_paths(model_or_class_name) -> PartPaths:
+    name = model_or_class_name if isinstance(model_or_class_name, str) else type(model_or_class_name).__name__
+    try:
+        return ARCHITECTURE_PARTS[name]
+    except KeyError:
+        raise EmtbenchError(
+            f"no part mapping for architecture {name!r}",
+            fix=f"supported: {', '.join(sorted(ARCHITECTURE_PARTS))}; add an entry to "
+            "emtbench.models.parts.ARCHITECTURE_PARTS naming its vision tower, projector and language model",
+        ) from None
+
+
+def model_parts(model) -> ModelParts:
+    paths = part_paths(model)
+    return ModelParts(
+        vision_tower=_get(model, paths.vision_tower),
+        projectors=[_get(model, p) for p in paths.projector],
+        language_model=_get(model, paths.language_model),
+        lm_head=_get(model, paths.lm_head),
+        paths=paths,
+    )

@@ -1,0 +1,143 @@
+"""The EMT classification datasets: where they live, their labels and their prompts (SPEC §1).
+
+A :class:`EMTDataset` is the single source of truth for a task; the lm-eval YAML files only name
+the dataset, so prompts, label lists and loaders can never drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from typing import Literal
+
+DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
+CIFAR10_LABELS: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR100_LABELS: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+FASHION_MNIST_LABELS: tuple[str, ...] = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+NUMBER_PROMPT = "What is the number in the image? Please only answer a single number in {labels}."
+OBJECT_PROMPT = "What is the object in the image? Please only answer a single object in {labels}."
+NUMBER_ANSWER = "The number is {label}."
+OBJECT_ANSWER = "The object is a(n) {label}."
+"""Fine-tuning answers of the EMT paper (Appendix D.1); rendered with the spoken label name."""
+
+
+def _miniimagenet_table() -> list[dict]:
+    text = resources.files("emtbench.tasks").joinpath("data/miniimagenet_classes.json").read_text()
+    return json.loads(text)["classes"]
+
+
+def spoken(label: str) -> str:
+    """A label as it appears in prompts: underscores rendered as spaces (SPEC §1)."""
+    return label.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class EMTDataset:
+    """One EMT probe: data source, label list in label-index order, and prompt style."""
+
+    name: str
+    hub_id: str | None
+    image_column: str
+    label_column: str
+    kind: Literal["number", "object"]
+    default_split: str = "test"
+    offline_source: str | None = None
+    """Name of a loader in :mod:`emtbench.tasks.offline` that needs no Hub, if there is one."""
+    prompt_order: Literal["label", "alphabetical"] = "label"
+    label_source: str = ""
+
+    @property
+    def task(self) -> str:
+        return f"emt_{self.name}"
+
+    @cached_property
+    def labels(self) -> tuple[str, ...]:
+        """Raw label names (``aquarium_fish``), index i = dataset label i."""
+        return _LABELS[self.name]()
+
+    @cached_property
+    def wnids(self) -> tuple[str, ...] | None:
+        """WordNet ids per label for ImageNet-derived sets, so ``n01532829`` folders are understood."""
+        if self.name != "miniimagenet":
+            return None
+        return tuple(c["wnid"] for c in _miniimagenet_table())
+
+    @cached_property
+    def prompt(self) -> str:
+        """The paper's prompt (Appendix C.1), character for character."""
+        names = list(self.labels)
+        if self.prompt_order == "alphabetical":
+            names = sorted(names)
+        template = NUMBER_PROMPT if self.kind == "number" else OBJECT_PROMPT
+        return template.format(labels=", ".join(spoken(n) for n in names))
+
+    def answer(self, label_index: int) -> str:
+        """The fine-tuning target sentence for a label (Appendix D.1)."""
+        template = NUMBER_ANSWER if self.kind == "number" else OBJECT_ANSWER
+        return template.format(label=spoken(self.labels[label_index]))
+
+
+_LABELS = {
+    "mnist": lambda: DIGIT_LABELS,
+    "digits": lambda: DIGIT_LABELS,
+    "cifar10": lambda: CIFAR10_LABELS,
+    "cifar100": lambda: CIFAR100_LABELS,
+    "fashion_mnist": lambda: FASHION_MNIST_LABELS,
+    "miniimagenet": lambda: tuple(c["name"] for c in _miniimagenet_table()),
+}
+
+DATASETS: dict[str, EMTDataset] = {
+    d.name: d
+    for d in (
+        EMTDataset("mnist", "ylecun/mnist", "image", "label", "number"),
+        EMTDataset("cifar10", "uoft-cs/cifar10", "img", "label", "object"),
+        EMTDataset("cifar100", "uoft-cs/cifar100", "img", "fine_label", "object"),
+        # The paper lists miniImageNet labels "African hunting dog, ..., yawl": Python's sorted() order.
+        EMTDataset(
+            "miniimagenet", "timm/mini-imagenet", "image", "label", "object",
+            prompt_order="alphabetical",
+        ),
+        EMTDataset(
+            "fashion_mnist", "zalando-datasets/fashion_mnist", "image", "label", "object",
+            offline_source="fashion_mnist_debian",
+        ),
+        EMTDataset("digits", None, "image", "label", "number", offline_source="sklearn_digits"),
+    )
+}  # fmt: skip
+
+PAPER_TASKS = ("emt_mnist", "emt_cifar10", "emt_cifar100", "emt_miniimagenet")
+OFFLINE_TASKS = ("emt_digits", "emt_fashion_mnist")
+
+
+def get_dataset(name_or_task: str) -> EMTDataset:
+    """Look a dataset up by ``cifar10``, ``emt_cifar10`` or ``emt:cifar10``."""
+    key = name_or_task.removeprefix("emt:").removeprefix("emt_")
+    try:
+        return DATASETS[key]
+    except KeyError:
+        from emtbench.errors import EmtbenchError
+
+        raise EmtbenchError(
+            f"unknown EMT dataset {name_or_task!r}",
+            fix=f"use one of: {', '.join(sorted(DATASETS))}",
+        ) from None

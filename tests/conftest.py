@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny random models saved to disk and loaded back by path, never from a hub."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub: fail fast instead of retrying for a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory) -> Path:
+    from emtbench.testing import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+def run_emtbench(*argv: str) -> int:
+    """Run the ``emtbench`` CLI in-process (a subprocess would pay lm-eval's import time again)."""
+    from emtbench.cli import main
+
+    return main(list(argv))
+
+
+def read_results(output_path: Path) -> dict:
+    """The single lm-eval results JSON written under ``output_path``."""
+    files = sorted(Path(output_path).rglob("results_*.json"))
+    assert len(files) == 1, files
+    return json.loads(files[0].read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_results(tiny_llava_dir, tmp_path_factory) -> Path:
+    """One real `emtbench eval` run of the tiny LLaVA on the offline tasks, with logged samples."""
+    out = tmp_path_factory.mktemp("eval-results")
+    code = run_emtbench(
+        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={tiny_llava_dir}",
+        "--device", "cpu", "--tasks", "emt_digits,emt_fashion_mnist", "--limit", "6",
+        "--batch_size", "3", "--apply_chat_template", "--output_path", str(out), "--log_samples",
+    )  # fmt: skip
+    assert code == 0
+    return out
