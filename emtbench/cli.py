@@ -15,6 +15,13 @@ from emtbench.errors import EmtbenchError
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.tasks.cli",
+    "emtbench.models.flagship.cli",
+    "emtbench.judges.cli",
+    "emtbench.models.cli",
+    "emtbench.models.extract_cli",
+    "emtbench.leaderboard.cli",
+    "emtbench.methods.fusion.cli",
+    "emtbench.methods.finetune_cli",
 )
 
 DESCRIPTION = """\

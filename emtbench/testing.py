@@ -141,3 +141,114 @@ def build_tiny_llava(
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir
+
+
+def build_tiny_clip(
+    output_dir: str | Path, *, seed: int = 0, hidden_size: int = 32, image_size: int = 32
+) -> Path:
+    """A tiny random ``CLIPModel`` with tokenizer and image processor, saved for loading by path."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    output_dir = Path(output_dir)
+    tokenizer = build_tiny_tokenizer()
+    text_config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=8,
+    )
+    config = CLIPConfig(
+        text_config=text_config.to_dict(), vision_config=vision_config.to_dict(), projection_dim=hidden_size
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(output_dir)
+    return output_dir
+
+
+INSTRUCTBLIP_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+)
+"""InstructBLIP's plain prompt: the text only (the processor itself puts the query tokens first)."""
+
+
+def build_tiny_instructblip(output_dir: str | Path, *, seed: int = 0, image_size: int = 32) -> Path:
+    """Save a randomly initialised InstructBLIP (tiny ViT + Q-Former + Llama) with its processor."""
+    import torch
+    from transformers import (
+        InstructBlipConfig,
+        InstructBlipForConditionalGeneration,
+        InstructBlipProcessor,
+        InstructBlipQFormerConfig,
+        InstructBlipVisionConfig,
+        LlamaConfig,
+        PreTrainedTokenizerFast,
+    )
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    output_dir = Path(output_dir)
+    tiny = build_tiny_tokenizer()
+    # InstructBLIP's processor registers its own "<image>" AddedToken; a tokenizer-level image_token
+    # string would break it, so the tokenizer is rebuilt without that attribute (same vocabulary).
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tiny.backend_tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", padding_side="left",
+    )  # fmt: skip
+    num_query_tokens = 4
+    vision_config = InstructBlipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        image_size=image_size, patch_size=8,
+    )  # fmt: skip
+    qformer_config = InstructBlipQFormerConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, encoder_hidden_size=32, max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    config = InstructBlipConfig(
+        vision_config=vision_config.to_dict(),
+        qformer_config=qformer_config.to_dict(),
+        text_config=text_config.to_dict(),
+        num_query_tokens=num_query_tokens,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    torch.manual_seed(seed)
+    model = InstructBlipForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    processor = InstructBlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+        qformer_tokenizer=PreTrainedTokenizerFast(tokenizer_object=tiny.backend_tokenizer, pad_token="<pad>"),
+        num_query_tokens=num_query_tokens,
+    )
+    processor.chat_template = INSTRUCTBLIP_CHAT_TEMPLATE  # its __init__ drops a chat_template argument
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir

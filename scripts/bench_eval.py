@@ -37,7 +37,9 @@ def run_once(lm, task_manager, task: str, limit: int, batch_size: int) -> tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", default="emt_digits")
     parser.add_argument("--limit", type=int, default=64)
     parser.add_argument("--model", help="model directory (default: a fresh tiny random LLaVA)")

@@ -46,3 +46,23 @@ def tiny_eval_results(tiny_llava_dir, tmp_path_factory) -> Path:
     )  # fmt: skip
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_extracted_llm_dir(tiny_llava_dir, tmp_path_factory) -> Path:
+    """The tiny LLaVA's language model written by `emtbench extract-llm` (a standalone causal LM)."""
+    out = tmp_path_factory.mktemp("extracted") / "tiny-llm"
+    assert run_emtbench("extract-llm", str(tiny_llava_dir), "--output", str(out)) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_finetuned_llava_dir(tiny_llava_dir, tmp_path_factory) -> Path:
+    """The tiny LLaVA after 12 steps of `emtbench finetune --method full` on emt:digits."""
+    out = tmp_path_factory.mktemp("models") / "tiny-llava-ft"
+    code = run_emtbench(
+        "finetune", "--model", str(tiny_llava_dir), "--method", "full", "--data", "emt:digits",
+        "--max-steps", "12", "--lr", "5e-3", "--batch-size", "8", "--output", str(out),
+    )  # fmt: skip
+    assert code == 0
+    return out

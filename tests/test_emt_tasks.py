@@ -30,7 +30,9 @@ def test_prompts_match_the_paper():
     assert get_dataset("digits").prompt == PAPER_MNIST_PROMPT
     assert get_dataset("cifar10").prompt == PAPER_CIFAR10_PROMPT
     cifar100 = get_dataset("cifar100").prompt
-    assert cifar100.startswith("What is the object in the image? Please only answer a single object in apple, ")
+    assert cifar100.startswith(
+        "What is the object in the image? Please only answer a single object in apple, "
+    )
     assert cifar100.endswith(", worm.")
     assert "aquarium fish" in cifar100 and "_" not in cifar100
     mini = get_dataset("miniimagenet").prompt
@@ -160,14 +162,14 @@ def test_unreadable_image_is_named(tmp_path):
     _write_image_folder(tmp_path, ["cat"])
     broken = tmp_path / "cat" / "broken.png"
     broken.write_bytes(b"this is not a png")
-    with pytest.raises(EmtbenchError, match="cannot read image .*broken.png"):
+    with pytest.raises(EmtbenchError, match=r"cannot read image .*broken.png"):
         load_emt_dataset(get_dataset("cifar10"), DataOptions(data_dir=str(tmp_path)))
 
 
 def test_unknown_metadata_key_is_rejected():
     raw = cli_metadata(["--tasks", "emt_digits", "--metadata", '{"fracton": 0.2}'])
     assert raw == {"fracton": 0.2}
-    with pytest.raises(EmtbenchError, match="unknown metadata key.*'fracton'") as error:
+    with pytest.raises(EmtbenchError, match=r"unknown metadata key.*'fracton'") as error:
         check_metadata_keys(raw)
     assert "fraction" in str(error.value)
     check_metadata_keys({"fraction": 0.2, "seed": 1, "split": "train", "data_dir": "x", "source": "auto"})

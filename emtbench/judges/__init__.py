@@ -11,14 +11,21 @@ from emtbench.judges.base import (
     register_judge,
     scores,
 )
+from emtbench.judges.cascade import CascadeJudge
+from emtbench.judges.embedding import EmbeddingJudge
+from emtbench.judges.llm import LocalLLMJudge, OpenAIJudge
 from emtbench.judges.rule import RuleJudge
 
 __all__ = [
     "JUDGES",
     "METRIC_NAMES",
+    "CascadeJudge",
+    "EmbeddingJudge",
     "Judge",
     "JudgeItem",
     "Judgement",
+    "LocalLLMJudge",
+    "OpenAIJudge",
     "RuleJudge",
     "Verdict",
     "make_judge",

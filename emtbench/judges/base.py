@@ -32,7 +32,7 @@ class Verdict(str, Enum):
     """The judge could not be reached after every retry; never counted as right or wrong."""
 
 
-METRIC_NAMES: tuple[str, ...] = ("acc",) + tuple(v.value for v in Verdict if v is not Verdict.CORRECT)
+METRIC_NAMES: tuple[str, ...] = ("acc", *(v.value for v in Verdict if v is not Verdict.CORRECT))
 """Per-sample metrics every EMT task reports: accuracy and the rate of each other verdict."""
 
 
@@ -111,7 +111,9 @@ def make_judge(metadata: dict[str, Any]) -> Judge:
     name = str(metadata.get("judge") or "rule")
     if name not in JUDGES:
         raise EmtbenchError(
-            f"unknown judge {name!r}", where="--metadata judge", fix=f"use one of: {', '.join(sorted(JUDGES))}"
+            f"unknown judge {name!r}",
+            where="--metadata judge",
+            fix=f"use one of: {', '.join(sorted(JUDGES))}",
         )
     cls = JUDGES[name]
     return cls(**{key: metadata[key] for key in cls.option_keys if key in metadata})

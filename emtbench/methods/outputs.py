@@ -73,6 +73,7 @@ def write_model_dir(
     check_output_dir(output_dir, run, overwrite=overwrite)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
     try:
         save(staging)
         record = {

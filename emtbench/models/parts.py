@@ -31,6 +31,23 @@ ARCHITECTURE_PARTS: dict[str, PartPaths] = {
         language_model="model.language_model",
         embeddings="model.language_model.embed_tokens",
     ),
+    # InstructBLIP (transformers 5 names): the "projector" is the Q-Former plus its language projection.
+    # Its learned query_tokens are a bare nn.Parameter, not a module, so they are not listed here
+    # (fusion and peft resolve projector names with get_submodule); they stay at pre-trained values.
+    "InstructBlipForConditionalGeneration": PartPaths(
+        vision_tower="vision_model",
+        projector=("qformer", "language_projection"),
+        language_model="language_model.model",
+        lm_head="language_model.lm_head",
+        embeddings="language_model.model.embed_tokens",
+    ),
+    # The offline flagship (emtbench.models.flagship) keeps LLaVA's module names on purpose.
+    "EmtFlagshipForConditionalGeneration": PartPaths(
+        vision_tower="model.vision_tower",
+        projector=("model.multi_modal_projector",),
+        language_model="model.language_model",
+        embeddings="model.language_model.embed_tokens",
+    ),
 }
 
 

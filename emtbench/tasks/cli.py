@@ -15,6 +15,11 @@ and emtbench's lm-eval models registered. Every other argument goes to lm_eval u
 
 EMT tasks: emt_mnist emt_cifar10 emt_cifar100 emt_miniimagenet emt_fashion_mnist emt_digits
 groups:    emt (the paper's four), emt_offline (digits + Fashion-MNIST, no Hub needed)
+language:  emt_linguistic = emt_linguistic_nlu (arc_easy arc_challenge winogrande wsc273)
+           + emt_linguistic_nlg (lambada_openai); works with --model hf-multimodal and hf
+VL:        emt_vl = emt_vqav2_slim emt_gqa_slim emt_textvqa_slim emt_refcoco_slim (TRI-ML slim
+           1024 splits; emt_vqav2 ... and emt_vl_full for the full splits); data_dir = original
+           annotation files + images (see emtbench/tasks/vl/README.md), else the Hub
 
 Select data with --metadata (JSON):
   data_dir   local copy: image folder with one sub-folder per class, or parquet/arrow files
@@ -22,7 +27,8 @@ Select data with --metadata (JSON):
   fraction   evaluate a fixed random share of the split (the paper: 0.2 of train)
   seed       seed of that share (default 0)
   source     auto (Hub, else offline copy) | hub | offline
-  judge      rule (default) or another registered judge
+  judge      rule (default) | embedding | llm | local_llm | cascade
+             (judge options such as judge_model: see `emtbench judge-agreement --help`)
 
 Example:
   emtbench eval --model hf-multimodal --model_args pretrained=llava-hf/llava-1.5-7b-hf \\
@@ -44,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     eval_parser.set_defaults(handler=run_eval, accepts_extra=True)
     dir_parser = subparsers.add_parser(
         "tasks-dir",
-        help="print the EMT task folder, for `lm_eval --include_path \"$(emtbench tasks-dir)\"`",
+        help='print the EMT task folder, for `lm_eval --include_path "$(emtbench tasks-dir)"`',
         description="Print the folder holding the EMT task YAMLs, for plain lm_eval's --include_path.",
     )
     dir_parser.set_defaults(handler=lambda args, extra: print(TASKS_DIR))
@@ -72,9 +78,10 @@ def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
 
 def run_lm_eval(argv: list[str]) -> int:
     """Run lm_eval's own CLI in this process, with the EMT task folder included."""
-    import emtbench.models  # noqa: F401  (registers emtbench's lm-eval models)
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
+
+    import emtbench.models  # noqa: F401  (registers emtbench's lm-eval models)
 
     saved_argv = sys.argv
     sys.argv = ["lm_eval", *argv]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from emtbench.cache import user_cache_dir
 from emtbench.errors import EmtbenchError
 from emtbench.tasks.registry import EMTDataset
 
@@ -142,11 +143,13 @@ def load_hub(dataset: EMTDataset, split: str, *, allow_fallback: bool):
         raise EmtbenchError(
             f"could not load {dataset.hub_id!r} (split {split!r}) from the Hub and no data_dir was given ({error})",
             where=dataset.task,
-            fix=f"connect to the Hub, or pass a local copy: --metadata '{{\"data_dir\": \"/path/to/{dataset.name}\"}}' "
+            fix=f'connect to the Hub, or pass a local copy: --metadata \'{{"data_dir": "/path/to/{dataset.name}"}}\' '
             "(an image folder with one sub-folder per class, or parquet/arrow files with the Hub's columns)",
         ) from error
     except ValueError as error:  # datasets raises ValueError for an unknown split
-        raise EmtbenchError(str(error), where=f"{dataset.task} split", fix="pick an existing split") from error
+        raise EmtbenchError(
+            str(error), where=f"{dataset.task} split", fix="pick an existing split"
+        ) from error
     return _standardise_columns(data, dataset, where=dataset.hub_id)
 
 
@@ -204,8 +207,32 @@ def load_offline(dataset: EMTDataset, split: str):
             where="--metadata source",
             fix='drop "source": "offline", or pass a local copy with "data_dir"',
         )
+    cache = user_cache_dir() / "datasets" / f"{dataset.offline_source}-{split}"
+    if (cache / "dataset_info.json").is_file():
+        import datasets
+
+        return datasets.load_from_disk(str(cache))
     images, labels = OFFLINE_SOURCES[dataset.offline_source](split)
-    return arrays_to_dataset(images, labels)
+    data = arrays_to_dataset(images, labels)
+    _save_atomically(data, cache)
+    return data
+
+
+def _save_atomically(data, target: Path) -> None:
+    """Encoding 60k PNGs takes a minute; keep the result so every later load is a memory map."""
+    import shutil
+    import tempfile
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        data.save_to_disk(str(staging))
+        if target.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rename(target)
+    except OSError as error:  # a read-only cache only costs speed
+        logger.warning("could not cache %s (%s)", target, error)
 
 
 def arrays_to_dataset(images, labels):
@@ -247,7 +274,7 @@ def _load_saved(dataset: EMTDataset, root: Path, split: str):
             raise EmtbenchError(
                 f"split {split!r} not in the saved dataset (has {sorted(saved)})",
                 where=str(root),
-                fix='pick one with --metadata \'{"split": ...}\'',
+                fix="pick one with --metadata '{\"split\": ...}'",
             )
         saved = saved[split]
     return _standardise_columns(saved, dataset, where=str(root))

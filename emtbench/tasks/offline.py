@@ -32,9 +32,7 @@ def _read_idx(path: Path, header_bytes: int, shape: tuple[int, ...]) -> np.ndarr
 def fashion_mnist_debian(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST (uint8 28×28 images, int labels) from the ``dataset-fashion-mnist`` package."""
     if split not in _FASHION_FILES:
-        raise EmtbenchError(
-            f"Fashion-MNIST has no split {split!r}", fix="use split 'train' or 'test'"
-        )
+        raise EmtbenchError(f"Fashion-MNIST has no split {split!r}", fix="use split 'train' or 'test'")
     folder = Path(os.environ.get(FASHION_MNIST_DIR_ENV, DEFAULT_FASHION_MNIST_DIR))
     image_file, label_file = (folder / name for name in _FASHION_FILES[split])
     if not image_file.is_file() or not label_file.is_file():
@@ -58,9 +56,7 @@ def sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     if split not in ("train", "test", "all"):
-        raise EmtbenchError(
-            f"digits has no split {split!r}", fix="use split 'train', 'test' or 'all'"
-        )
+        raise EmtbenchError(f"digits has no split {split!r}", fix="use split 'train', 'test' or 'all'")
     bunch = load_digits()
     images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     labels = bunch.target.astype(np.int64)

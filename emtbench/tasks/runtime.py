@@ -2,6 +2,11 @@
 
 lm-eval passes ``--metadata`` (merged with ``--model_args``) to ``custom_dataset``; the judge a
 run asked for is remembered per task here, because ``process_results`` only sees a document.
+
+Judging happens in one batch per task: the task's filter (:func:`judge_responses`) sees every
+response at once and hands them to the judge together — remote judges then run their requests
+concurrently — and ``process_results`` only looks the verdict up. Responses pass through unchanged,
+so logged samples keep the model's own words.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import sys
 from typing import Any
 
 from emtbench.errors import EmtbenchError
-from emtbench.judges.base import Judge, JudgeItem, judge_option_keys, make_judge, scores
+from emtbench.judges.base import Judge, JudgeItem, Judgement, judge_option_keys, make_judge, scores
 from emtbench.tasks.data import DataOptions, load_emt_dataset
 from emtbench.tasks.registry import get_dataset
 
 _JUDGES: dict[str, Judge] = {}
+_VERDICTS: dict[tuple[str, int, str], Judgement] = {}
+"""Verdicts judged ahead by :func:`judge_responses`, keyed by (task, gold label index, answer)."""
 
 
 def metadata_keys() -> set[str]:
@@ -49,6 +56,8 @@ def check_metadata_keys(metadata: dict[str, Any]) -> None:
             where="--metadata",
             fix=f"EMT tasks accept: {', '.join(sorted(metadata_keys()))}",
         )
+    if metadata.get("judge"):
+        make_judge(metadata)  # bad judge options (no API key, missing model) fail before a model loads
 
 
 def load_task_dataset(emt_dataset: str, **metadata: Any):
@@ -59,6 +68,8 @@ def load_task_dataset(emt_dataset: str, **metadata: Any):
     dataset = get_dataset(emt_dataset)
     options = DataOptions.from_metadata(metadata)
     _JUDGES[dataset.task] = make_judge(metadata)
+    for key in [key for key in _VERDICTS if key[0] == dataset.task]:  # a new run of this task
+        del _VERDICTS[key]
     return datasets.DatasetDict({"eval": load_emt_dataset(dataset, options)})
 
 
@@ -74,13 +85,33 @@ def doc_to_target(doc: dict) -> str:
     return get_dataset(doc["emt_task"]).labels[doc["label"]]
 
 
-def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+def _judge_for(task: str) -> Judge:
+    return _JUDGES.get(task) or _JUDGES.setdefault(task, make_judge({}))
+
+
+def _item(doc: dict, answer: str) -> JudgeItem:
     dataset = get_dataset(doc["emt_task"])
-    judge = _JUDGES.get(dataset.task) or _JUDGES.setdefault(dataset.task, make_judge({}))
-    item = JudgeItem(
-        answer=results[0],
-        label=dataset.labels[doc["label"]],
-        labels=dataset.labels,
-        kind=dataset.kind,
+    return JudgeItem(
+        answer=answer, label=dataset.labels[doc["label"]], labels=dataset.labels, kind=dataset.kind
     )
-    return scores(judge.judge_one(item))
+
+
+def judge_responses(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
+    """lm-eval filter step: judge every response of a task in one batch, pass responses through."""
+    by_task: dict[str, list[tuple[dict, str]]] = {}
+    for responses, doc in zip(resps, docs, strict=True):
+        if responses:
+            by_task.setdefault(doc["emt_task"], []).append((doc, responses[0]))
+    for task, pairs in by_task.items():
+        unique = {(task, doc["label"], answer): doc for doc, answer in pairs}
+        judgements = _judge_for(task).judge([_item(doc, key[2]) for key, doc in unique.items()])
+        _VERDICTS.update(zip(unique, judgements, strict=True))
+    return resps
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    task = get_dataset(doc["emt_task"]).task
+    judgement = _VERDICTS.get((doc["emt_task"], doc["label"], results[0]))
+    if judgement is None:  # a task config without the judging filter: judge this one answer now
+        judgement = _judge_for(task).judge_one(_item(doc, results[0]))
+    return scores(judgement)

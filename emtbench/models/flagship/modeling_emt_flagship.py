@@ -1,0 +1,247 @@
+"""The offline flagship MLLM as a transformers model (LLaVA-1.5's recipe on small, real, offline parts).
+
+Module names follow ``LlavaForConditionalGeneration`` (``model.vision_tower``,
+``model.multi_modal_projector.linear_1/linear_2``, ``model.language_model``, ``lm_head``) so
+fine-tuning target lists and part mappings written for LLaVA carry over unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import ModelOutput
+
+from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+from emtbench.models.flagship.efficientnet_lite import EfficientNetLite, StageSpec
+
+
+@dataclass
+class EmtFlagshipOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+class EfficientNetLiteVisionModel(PreTrainedModel):
+    """EfficientNet-Lite feature extractor (no classifier) as a transformers model, so it saves with the MLLM."""
+
+    config_class = EfficientNetLiteConfig
+    config: EfficientNetLiteConfig
+    base_model_prefix = "vision_tower"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: EfficientNetLiteConfig):
+        super().__init__(config)
+        self.encoder = EfficientNetLite(
+            stages=tuple(StageSpec(*s) for s in config.stages),
+            stem_channels=config.stem_channels,
+            head_channels=config.head_channels,
+            num_classes=0,
+        )
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Random init only matters for tiny test models; real runs load the ImageNet weights."""
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True) -> EfficientNetLiteVisionModel:
+        """Batch norm stays in eval mode: small fine-tuning batches must not overwrite ImageNet statistics."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, head_channels, H/32, W/32)."""
+        return self.encoder.forward_features(pixel_values)
+
+
+class EmtFlagshipProjector(nn.Module):
+    """LLaVA-1.5's two-layer GELU MLP from vision channels to the LM's embedding width."""
+
+    def __init__(self, config: EmtFlagshipConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(config.vision_config.head_channels, hidden)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(hidden, hidden)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class EmtFlagshipPreTrainedModel(PreTrainedModel):
+    config_class = EmtFlagshipConfig
+    config: EmtFlagshipConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        else:
+            super()._init_weights(module)
+
+
+class EmtFlagshipModel(EmtFlagshipPreTrainedModel):
+    """Vision tower + projector + decoder, without the LM head."""
+
+    def __init__(self, config: EmtFlagshipConfig):
+        super().__init__(config)
+        self.vision_tower = EfficientNetLiteVisionModel(config.vision_config)
+        self.multi_modal_projector = EmtFlagshipProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def pool_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, grid*grid, channels): the frozen part, cacheable across training steps."""
+        features = self.vision_tower(pixel_values.to(self.vision_tower.dtype))
+        grid = self.config.image_grid
+        return functional.adaptive_avg_pool2d(features, grid).flatten(2).transpose(1, 2)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, grid*grid, hidden): one LM embedding per image token."""
+        pooled = self.pool_vision_features(pixel_values)
+        return self.multi_modal_projector(pooled.to(self.multi_modal_projector.linear_1.weight.dtype))
+
+    def merge_image_embeddings(
+        self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor, image_embeds: torch.Tensor
+    ):
+        """Write the image embeddings, in order, over the ``<image>`` placeholder positions."""
+        mask = input_ids == self.config.image_token_id
+        if int(mask.sum()) != image_embeds.shape[0] * image_embeds.shape[1]:
+            raise ValueError(
+                f"{int(mask.sum())} <image> tokens in the text but {image_embeds.shape[0]} image(s) x "
+                f"{image_embeds.shape[1]} tokens each; build inputs with the model's processor"
+            )
+        image_embeds = image_embeds.reshape(-1, inputs_embeds.shape[-1]).to(inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(mask.unsqueeze(-1), image_embeds)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if image_embeds is None and pixel_values is not None:
+            image_embeds = self.get_image_features(pixel_values)
+        if image_embeds is not None and input_ids is not None:
+            inputs_embeds = self.merge_image_embeddings(input_ids, inputs_embeds, image_embeds)
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        outputs["image_hidden_states"] = image_embeds
+        return outputs
+
+
+class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, GenerationMixin):
+    """The flagship MLLM with its LM head; ``generate`` feeds ``pixel_values`` only at prefill (GenerationMixin)."""
+
+    _tied_weights_keys: ClassVar[dict[str, str]] = {
+        "lm_head.weight": "model.language_model.embed_tokens.weight"
+    }
+
+    def __init__(self, config: EmtFlagshipConfig):
+        super().__init__(config)
+        self.model = EmtFlagshipModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> EmtFlagshipOutput:
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            image_embeds=image_embeds,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if isinstance(logits_to_keep, int):
+            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        else:
+            hidden = hidden[:, logits_to_keep]
+        logits = self.lm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size
+            )
+        return EmtFlagshipOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.get("image_hidden_states"),
+        )

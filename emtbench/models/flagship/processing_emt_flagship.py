@@ -1,0 +1,39 @@
+"""Processor of the flagship MLLM: CLIP-style image preprocessing + SmolLM2's tokenizer + ``<image>`` expansion."""
+
+from __future__ import annotations
+
+from transformers import ProcessorMixin
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<image>\n' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""SmolLM2's ChatML turns, with an ``<image>`` line where an image part sits (no default system prompt:
+every token costs CPU time, and the instruct model answers well without it)."""
+
+
+class EmtFlagshipProcessor(ProcessorMixin):
+    """Expands each ``<image>`` in the text to ``image_seq_length`` placeholder tokens and preprocesses images.
+
+    Accepts images flat or nested one list per sample (lm-eval's ``hf-multimodal`` passes nested lists
+    for every model type but ``llava``).
+    """
+
+    def __init__(
+        self, image_processor=None, tokenizer=None, chat_template=None, image_seq_length: int = 9, **kwargs
+    ):
+        self.image_token = "<image>"
+        self.image_seq_length = image_seq_length
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        super().__init__(image_processor, tokenizer, chat_template=chat_template or CHAT_TEMPLATE)
+
+    def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+        return self.image_token * self.image_seq_length

@@ -1,0 +1,407 @@
+"""Fine-tuning methods on a tiny random LLaVA: what each method may change, the loss, data and outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_results, run_emtbench
+
+from emtbench.errors import EmtbenchError
+from emtbench.methods.data import IGNORE_INDEX, ConversationCollator, load_conversations
+from emtbench.methods.finetune import (
+    TrainSettings,
+    build_training_data,
+    finetune,
+    rehearsal_sample,
+    soft_target_loss,
+    train,
+)
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def write_llava_json(folder: Path, count: int = 6, *, multi_turn: bool = False, name: str = "shapes") -> Path:
+    """A LLaVA-format JSON file with real PNG images next to it."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "images").mkdir(exist_ok=True)
+    records = []
+    for index in range(count):
+        Image.new("RGB", (12, 12), color=(index * 40 % 256, 80, 200)).save(folder / "images" / f"{index}.png")
+        turns = [
+            {"from": "human", "value": "<image>\nWhat is the object in the image?"},
+            {"from": "gpt", "value": f"The object is a(n) {'ship' if index % 2 else 'truck'}."},
+        ]
+        if multi_turn:
+            turns += [{"from": "human", "value": "Is it red?"}, {"from": "gpt", "value": "no"}]
+        records.append({"id": str(index), "image": f"images/{index}.png", "conversations": turns})
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def state(module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def differing(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_llava_dir):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_llava_dir)
+
+
+@pytest.fixture(scope="session")
+def base_model(tiny_llava_dir):
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(tiny_llava_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="session")
+def digits_train():
+    return load_conversations("emt:digits", limit=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def fixed_batch(digits_train, tiny_processor):
+    return ConversationCollator(tiny_processor)([digits_train[i] for i in range(8)])
+
+
+def batch_loss(model, batch) -> float:
+    with torch.no_grad():
+        return float(model(**batch).loss)
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_llava_dir, digits_train, tmp_path_factory):
+    """Each method trained a few steps on the same 8 examples (one Trainer run per method)."""
+    results = {}
+    rates = {"linear": 1e-2, "full": 2e-3, "lora": 1e-2, "soft": 2e-3, "msgm": 1e-2}
+    # soft also covers gradient checkpointing + accumulation (4 x 2 = the same 8 examples); msgm covers bf16.
+    for method, lr in rates.items():
+        settings = TrainSettings(
+            method=method, max_steps=6, batch_size=4 if method == "soft" else 8, learning_rate=lr,
+            warmup_ratio=0.0, lr_scheduler="constant", keep_adapter=method == "lora", logging_steps=1,
+            grad_accum=2 if method == "soft" else 1, gradient_checkpointing=method == "soft", bf16=method == "msgm",
+        )  # fmt: skip
+        checkpoints = tmp_path_factory.mktemp(f"ckpt-{method}")
+        results[method] = train(str(tiny_llava_dir), digits_train, settings, checkpoint_dir=checkpoints)
+    return results
+
+
+# --- soft-target loss --------------------------------------------------------------------------
+
+
+def test_soft_target_loss_matches_hand_computation_and_is_cross_entropy_at_alpha_zero():
+    torch.manual_seed(0)
+    vocab = 5
+    logits = torch.randn(2, 4, vocab)
+    labels = torch.tensor([[IGNORE_INDEX, 1, 3, IGNORE_INDEX], [IGNORE_INDEX, IGNORE_INDEX, 0, 4]])
+    alpha = 0.2
+    # Hand computation: position t predicts labels[t + 1]; only 4 valid targets.
+    total, count = 0.0, 0
+    for b in range(2):
+        for t in range(3):
+            target = int(labels[b, t + 1])
+            if target == IGNORE_INDEX:
+                continue
+            probs = [math.exp(v) for v in logits[b, t].tolist()]
+            log_p = [math.log(p / sum(probs)) for p in probs]
+            q = [alpha / (vocab - 1)] * vocab
+            q[target] = 1 - alpha
+            total += -sum(qi * lp for qi, lp in zip(q, log_p, strict=True))
+            count += 1
+    assert count == 4
+    assert float(soft_target_loss(logits, labels, alpha)) == pytest.approx(total / count, rel=1e-5)
+
+    cross_entropy = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, vocab), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
+    assert float(soft_target_loss(logits, labels, 0.0)) == pytest.approx(float(cross_entropy), rel=1e-6)
+    assert float(soft_target_loss(logits, labels, alpha)) != pytest.approx(float(cross_entropy), rel=1e-3)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+def test_emt_conversations_use_the_paper_question_and_answer(digits_train):
+    row = digits_train[0]
+    assert row["question"] == "What is the number in the image?"
+    assert row["answer"].startswith("The number is ") and row["answer"][-2] in "0123456789"
+    assert row["image"].size == (8, 8)
+    assert load_conversations("emt:digits", limit=8, seed=0)["answer"] == digits_train["answer"]
+    assert load_conversations("emt:digits", limit=8, seed=1)["answer"] != digits_train["answer"]
+
+
+def test_collator_labels_only_answer_tokens_and_eos(digits_train, tiny_processor):
+    batch = ConversationCollator(tiny_processor)([digits_train[0], digits_train[1]])
+    assert batch["pixel_values"].shape[0] == 2
+    tokenizer = tiny_processor.tokenizer
+    for index in range(2):
+        labelled = batch["input_ids"][index][batch["labels"][index] != IGNORE_INDEX]
+        assert tokenizer.decode(labelled).strip() == f"{digits_train[index]['answer']}</s>"
+
+
+def test_collator_labels_every_assistant_turn_of_a_multi_turn_json(tmp_path, tiny_processor):
+    path = write_llava_json(tmp_path, count=2, multi_turn=True)
+    rows = load_conversations(str(path))
+    assert rows[0]["question"] == "What is the object in the image?"
+    assert rows[0]["followups"] == [{"question": "Is it red?", "answer": "no"}]
+    batch = ConversationCollator(tiny_processor)([rows[0]])
+    labelled = batch["input_ids"][0][batch["labels"][0] != IGNORE_INDEX]
+    text = tiny_processor.tokenizer.decode(labelled)
+    assert "The object is a(n) truck." in text and "no" in text
+    assert "red" not in text and "What is" not in text
+
+
+def test_rehearsal_mixes_the_requested_fraction_with_a_fixed_seed(tmp_path):
+    digits = load_conversations("emt:digits")
+    first = rehearsal_sample(digits, 0.05, seed=3)
+    assert abs(len(first) - 0.05 * len(digits)) <= 1
+    assert first["answer"] == rehearsal_sample(digits, 0.05, seed=3)["answer"]
+    assert first["answer"] != rehearsal_sample(digits, 0.05, seed=4)["answer"]
+
+    current = write_llava_json(tmp_path, count=5)
+    mixed, counts = build_training_data(str(current), rehearsal_specs=["emt:digits"], rehearsal_fraction=0.01)
+    assert counts == {str(current): 5, "rehearsal:emt:digits": round(0.01 * len(digits))}
+    assert len(mixed) == 5 + counts["rehearsal:emt:digits"]
+    assert (
+        sum(answer.startswith("The number is") for answer in mixed["answer"])
+        == counts["rehearsal:emt:digits"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "content", "message"),
+    [
+        ("emt:nosuchset", None, "unknown EMT dataset"),
+        ("missing.json", None, "neither an EMT dataset"),
+        ("broken.json", "{not json", "not valid JSON"),
+        ("noturns.json", '[{"image": "x.png"}]', "conversations"),
+    ],
+)
+def test_bad_data_specs_are_clear_errors(tmp_path, spec, content, message):
+    if content is not None:
+        (tmp_path / spec).write_text(content)
+        spec = str(tmp_path / spec)
+    elif spec.endswith(".json"):
+        spec = str(tmp_path / spec)
+    with pytest.raises(EmtbenchError, match=message):
+        load_conversations(spec)
+
+
+# --- what each method trains -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["linear", "full", "lora", "soft", "msgm"])
+def test_each_method_lowers_the_loss_and_never_touches_the_vision_tower(
+    method, trained, base_model, fixed_batch
+):
+    result = trained[method]
+    model = result.model  # the lora run kept its peft adapter: its forward equals the merged model's
+    inner = model.get_base_model() if method == "lora" else model
+    assert batch_loss(model, fixed_batch) < batch_loss(base_model, fixed_batch) - 0.05
+    assert not differing(state(base_model.model.vision_tower), state(inner.model.vision_tower))
+    assert 0 < result.parameters["changed_fraction"] < 1
+    assert result.parameters["trained"] > 0
+
+
+def test_linear_changes_only_the_projector(trained, base_model):
+    changed = differing(state(base_model), state(trained["linear"].model))
+    assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
+    projector = sum(p.numel() for p in base_model.model.multi_modal_projector.parameters())
+    assert trained["linear"].parameters["trained"] == projector
+
+
+def test_full_changes_projector_and_language_model(trained, base_model):
+    changed = differing(state(base_model), state(trained["full"].model))
+    assert any(name.startswith("model.multi_modal_projector.") for name in changed)
+    assert any(name.startswith("model.language_model.layers.") for name in changed)
+
+
+def test_lora_trains_only_adapters_and_projector_then_merges_into_the_llm(trained, base_model):
+    peft_model = trained["lora"].model
+    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name or "multi_modal_projector" in name for name in trainable)
+    assert not any("vision_tower" in name for name in trainable)
+    # rank = hidden / 2 with rsLoRA on every LLM linear layer, not the output head
+    config = peft_model.peft_config["default"]
+    assert (config.r, config.lora_alpha, config.use_rslora, config.lora_dropout) == (32, 8.0, True, 0.05)
+    assert all(name.startswith("model.language_model.") for name in config.target_modules)
+    assert len(config.target_modules) == 2 * 7  # 2 layers × (q, k, v, o, gate, up, down)
+
+    base_llm = state(base_model.model.language_model)
+    frozen = state(peft_model.get_base_model().model.language_model)
+    frozen_base_weights = {k.replace(".base_layer", ""): v for k, v in frozen.items() if "lora_" not in k}
+    assert not differing(base_llm, frozen_base_weights)  # before merging the LLM weights are untouched
+
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    changed = differing(state(base_model), state(merged))
+    assert any(".self_attn.q_proj.weight" in name for name in changed)
+    assert any(name.startswith("model.multi_modal_projector.") for name in changed)
+    assert not any("embed_tokens" in name or "norm" in name or "vision_tower" in name for name in changed)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def finetuned_dir(tiny_llava_dir, tmp_path_factory):
+    """`emtbench finetune` through the CLI, with the Hub upload intercepted at HfApi."""
+    import huggingface_hub
+
+    output = tmp_path_factory.mktemp("finetuned") / "tiny-lora"
+    uploads = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, **kwargs):
+            uploads.append(("create", repo_id))
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            uploads.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+            return "https://example.invalid/commit"
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    try:
+        code = run_emtbench(
+            "finetune", "--model", str(tiny_llava_dir), "--method", "lora", "--data", "emt:digits",
+            "--limit", "8", "--max-steps", "2", "--batch-size", "4", "--seed", "7",
+            "--output", str(output), "--push-to-hub", "someone/tiny-lora",
+        )  # fmt: skip
+    finally:
+        patch.undo()
+    assert code == 0
+    return output, uploads
+
+
+def test_finetune_cli_writes_a_loadable_model_with_its_run_record(finetuned_dir, tiny_llava_dir):
+    from transformers import AutoModelForImageTextToText
+
+    output, uploads = finetuned_dir
+    run = json.loads((output / "emtbench_run.json").read_text())
+    assert run["method"] == "lora" and run["seed"] == 7 and run["base_model"] == str(tiny_llava_dir)
+    assert run["data"]["train"] == "emt:digits" and run["data"]["examples"] == {"emt:digits": 8}
+    assert run["settings"]["lora_rank"] == 32 and run["settings"]["max_steps"] == 2
+    assert 0 < run["parameters"]["changed_fraction"] < 1 and run["parameters"]["trained"] > 0
+    assert "## Forgetting results" in (output / "README.md").read_text()
+    assert (output / "model.safetensors").is_file() and not list(output.parent.glob(".tiny-lora*"))
+    model = AutoModelForImageTextToText.from_pretrained(output)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert not any("lora" in name for name in model.state_dict())
+    assert uploads[0] == ("create", "someone/tiny-lora")
+    assert uploads[1][1] == "someone/tiny-lora" and "model.safetensors" in uploads[1][2]
+    assert "emtbench_run.json" in uploads[1][2]
+
+
+@pytest.mark.slow
+def test_finetuned_checkpoint_runs_through_emtbench_eval(finetuned_dir, tmp_path):
+    output, _ = finetuned_dir
+    code = run_emtbench(
+        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={output}", "--device", "cpu",
+        "--tasks", "emt_digits", "--limit", "4", "--batch_size", "2", "--apply_chat_template",
+        "--output_path", str(tmp_path),
+    )  # fmt: skip
+    assert code == 0
+    results = read_results(tmp_path)["results"]["emt_digits"]
+    assert 0.0 <= results["acc,none"] <= 1.0
+
+
+def test_output_holding_a_different_run_is_refused_unless_overwrite(finetuned_dir, tiny_llava_dir, capsys):
+    output, _ = finetuned_dir
+    before = (output / "model.safetensors").read_bytes()
+    code = run_emtbench(
+        "finetune", "--model", str(tiny_llava_dir), "--method", "linear", "--data", "emt:digits",
+        "--max-steps", "1", "--output", str(output),
+    )  # fmt: skip
+    assert code == 2
+    assert "already holds a different run" in capsys.readouterr().err
+    assert (output / "model.safetensors").read_bytes() == before
+
+
+def test_bad_method_and_unmapped_architecture_fail_before_training(tmp_path, tiny_llava_dir, capsys):
+    from transformers import LlamaConfig
+
+    output = tmp_path / "out"
+    code = run_emtbench(
+        "finetune", "--model", str(tiny_llava_dir), "--method", "dropout", "--data", "emt:digits",
+        "--output", str(output),
+    )  # fmt: skip
+    assert code == 2 and "unknown method 'dropout'" in capsys.readouterr().err
+
+    text_only = tmp_path / "llama"
+    config = LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, vocab_size=32)
+    config.architectures = ["LlamaForCausalLM"]
+    config.save_pretrained(text_only)
+    code = run_emtbench(
+        "finetune",
+        "--model",
+        str(text_only),
+        "--method",
+        "lora",
+        "--data",
+        "emt:digits",
+        "--output",
+        str(output),
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no part mapping for architecture 'LlamaForCausalLM'" in err
+    assert "ARCHITECTURE_PARTS" in err
+
+    code = run_emtbench(
+        "finetune",
+        "--model",
+        str(tiny_llava_dir),
+        "--data",
+        str(tmp_path / "nothing.json"),
+        "--output",
+        str(output),
+    )
+    assert code == 2 and "neither an EMT dataset" in capsys.readouterr().err
+    assert not output.exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_failing_save_leaves_no_half_written_checkpoint(tmp_path, tiny_llava_dir, monkeypatch):
+    import emtbench.methods.finetune as module
+
+    def failing_save(result, staging):
+        (staging / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "save_result", failing_save)
+    settings = TrainSettings(method="linear", max_steps=1, batch_size=2)
+    with pytest.raises(OSError, match="disk full"):
+        finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "out", settings, limit=2)
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [".out.checkpoints"] or not list(tmp_path.iterdir())
+
+
+def test_resume_continues_from_the_last_trainer_checkpoint(tmp_path, tiny_llava_dir):
+    from safetensors.torch import load_file
+
+    checkpoints = tmp_path / "checkpoints"
+    common = {"limit": 4, "checkpoint_dir": checkpoints, "keep_checkpoints": True}
+    first = TrainSettings(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1e-2)
+    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "first", first, **common)
+    assert (checkpoints / "checkpoint-2").is_dir()
+    # A very different learning rate would change the weights, unless training resumes at step 2 of 2.
+    again = TrainSettings(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1.0)
+    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", again, resume=True, **common)
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    original = load_file(tmp_path / "first" / "model.safetensors")
+    assert all(torch.equal(original[name], resumed[name]) for name in original)
+    fresh = TrainSettings(method="linear", max_steps=2, batch_size=2, learning_rate=1.0)
+    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "fresh", fresh, limit=4)
+    changed = load_file(tmp_path / "fresh" / "model.safetensors")
+    assert any(not torch.equal(original[name], changed[name]) for name in original)

