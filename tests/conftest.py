@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Caches (judge verdicts, encoded datasets) go to a fresh folder: a test never sees an earlier run's.
+if "EMTBENCH_CACHE_DIR" not in os.environ:
+    os.environ["EMTBENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="emtbench-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["EMTBENCH_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")
