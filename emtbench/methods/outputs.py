@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
-import tempfile
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emtbench.errors import EmtbenchError
+from emtbench.fsutil import staged_directory
 
 RUN_FILE = "emtbench_run.json"
 CARD_FILE = "README.md"
@@ -71,10 +70,7 @@ def write_model_dir(
     """Save into a temporary sibling folder, add the run record and card, then rename into place."""
     output_dir = Path(output_dir)
     check_output_dir(output_dir, run, overwrite=overwrite)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is meant to be shared
-    try:
+    with staged_directory(output_dir) as staging:
         save(staging)
         record = {
             "emtbench_run_version": 1,
@@ -84,12 +80,6 @@ def write_model_dir(
         }
         (staging / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         (staging / CARD_FILE).write_text(model_card(record))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return output_dir
 
 

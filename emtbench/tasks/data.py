@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 from emtbench.cache import user_cache_dir
 from emtbench.errors import EmtbenchError
+from emtbench.fsutil import staged_directory
 from emtbench.tasks.registry import EMTDataset
 
 logger = logging.getLogger(__name__)
@@ -220,17 +221,9 @@ def load_offline(dataset: EMTDataset, split: str):
 
 def _save_atomically(data, target: Path) -> None:
     """Encoding 60k PNGs takes a minute; keep the result so every later load is a memory map."""
-    import shutil
-    import tempfile
-
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-        data.save_to_disk(str(staging))
-        if target.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        else:
-            staging.rename(target)
+        with staged_directory(target) as staging:
+            data.save_to_disk(str(staging))
     except OSError as error:  # a read-only cache only costs speed
         logger.warning("could not cache %s (%s)", target, error)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from emtbench.cache import user_cache_dir
 from emtbench.errors import EmtbenchError
+from emtbench.fsutil import staged_directory
 
 ALIGNMENT_DATASETS = ("digits", "fashion_mnist")
 SHORT_QUESTIONS = {"number": "What is the number in the image?", "object": "What is the object in the image?"}
@@ -243,7 +244,6 @@ def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: boo
         raise EmtbenchError(
             f"{output} exists and is not empty", where="--output", fix="pick a new folder or pass --overwrite"
         )
-    if output.exists():
-        shutil.rmtree(output)
-    shutil.copytree(cached, output)
+    with staged_directory(output) as staging:
+        shutil.copytree(cached, staging, dirs_exist_ok=True)
     return output
