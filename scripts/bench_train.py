@@ -8,8 +8,9 @@ Every method trains the same examples in the same order through ``emtbench.metho
 (the code ``emtbench finetune`` runs). Tokens/s = real (non-padding) tokens processed / the Trainer's
 train_runtime, best of --repeats interleaved rounds. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set
 size sampled every 5 ms during the run minus the resident size just before it (so it includes the
-loaded model, the snapshot used to count changed parameters, gradients, optimizer state and
-activations). Ratios are relative to ``full``.
+loaded model, gradients, optimizer state, activations, and the CPU rebuild of the result after the
+final save: base model + trained model, used to count changed parameters). Ratios are relative to
+``full``.
 """
 
 from __future__ import annotations

@@ -67,3 +67,21 @@ def test_rerunning_continues_and_a_different_run_is_refused(continual_run, capsy
     different[different.index("--max-steps") + 1] = "3"
     assert run_emtbench(*different) == 2
     assert "already holds a different continual run" in capsys.readouterr().err
+
+
+def test_continual_refuses_a_multi_process_launch(tmp_path, tiny_llava_dir, monkeypatch):
+    """Stages evaluate in-process and write shared files: under `accelerate launch` it must stop early."""
+    import accelerate
+
+    from emtbench.errors import EmtbenchError
+    from emtbench.methods.continual import continual
+    from emtbench.methods.finetune import TrainSettings
+
+    class TwoProcesses:
+        num_processes = 2
+
+    monkeypatch.setattr(accelerate, "PartialState", TwoProcesses)
+    with pytest.raises(EmtbenchError, match="runs in one process") as error:
+        continual(str(tiny_llava_dir), ["emt:digits"], ["emt_digits"], tmp_path / "run", TrainSettings())
+    assert "accelerate launch" in error.value.fix
+    assert not (tmp_path / "run").exists()

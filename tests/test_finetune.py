@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,7 @@ from emtbench.methods.finetune import (
     TrainSettings,
     build_training_data,
     finetune,
+    make_trainer_class,
     rehearsal_sample,
     soft_target_loss,
     train,
@@ -231,10 +233,14 @@ def test_full_changes_projector_and_language_model(trained, base_model):
 
 
 def test_lora_trains_only_adapters_and_projector_then_merges_into_the_llm(trained, base_model):
-    peft_model = trained["lora"].model
-    trainable = {name for name, p in peft_model.named_parameters() if p.requires_grad}
-    assert trainable and all("lora_" in name or "multi_modal_projector" in name for name in trainable)
-    assert not any("vision_tower" in name for name in trainable)
+    from peft import get_peft_model_state_dict
+
+    peft_model = trained["lora"].model  # rebuilt from the adapter the Trainer saved
+    adapter = get_peft_model_state_dict(peft_model)
+    assert adapter and all("lora_" in name or "multi_modal_projector" in name for name in adapter)
+    assert not any("vision_tower" in name for name in adapter)
+    # everything that trained is in the saved adapter: LoRA matrices + the projector
+    assert trained["lora"].parameters["trained"] == sum(tensor.numel() for tensor in adapter.values())
     # rank = hidden / 2 with rsLoRA on every LLM linear layer, not the output head
     config = peft_model.peft_config["default"]
     assert (config.r, config.lora_alpha, config.use_rslora, config.lora_dropout) == (32, 8.0, True, 0.05)
@@ -405,3 +411,277 @@ def test_resume_continues_from_the_last_trainer_checkpoint(tmp_path, tiny_llava_
     finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "fresh", fresh, limit=4)
     changed = load_file(tmp_path / "fresh" / "model.safetensors")
     assert any(not torch.equal(original[name], changed[name]) for name in original)
+
+
+# --- final save (sharded setups), warm-up, LoRA resume ------------------------------------------
+
+
+def instrumented_trainer(monkeypatch, *, interrupt_at: int | None = None) -> dict:
+    """Make ``train`` use a Trainer that records its steps and final saves, and optionally dies at a step."""
+    from transformers import TrainerCallback
+
+    import emtbench.methods.finetune as module
+
+    seen: dict = {"steps": [], "saves": [], "merged": None}
+    make_original = make_trainer_class  # the unpatched one, also when called again in one test
+
+    class Interrupted(RuntimeError):
+        pass
+
+    class Recorder(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen["steps"].append(state.global_step)
+            if state.global_step == interrupt_at:
+                raise Interrupted(f"killed at step {state.global_step}")
+
+    def make_instrumented():
+        class Instrumented(make_original()):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_callback(Recorder())
+
+            def save_model(self, output_dir=None, _internal_call=False):
+                if not _internal_call:  # the final save, not a periodic checkpoint
+                    seen["saves"].append(output_dir)
+                    if hasattr(self.model, "peft_config"):
+                        seen["merged"] = state(copy.deepcopy(self.model).merge_and_unload())
+                return super().save_model(output_dir, _internal_call)
+
+        return Instrumented
+
+    monkeypatch.setattr(module, "make_trainer_class", make_instrumented)
+    seen["Interrupted"] = Interrupted
+    return seen
+
+
+def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model(
+    tmp_path, tiny_llava_dir, monkeypatch
+):
+    """Single process: the saved folder holds exactly the in-memory trained model, LoRA merged."""
+    from safetensors.torch import load_file
+
+    seen = instrumented_trainer(monkeypatch)
+    checkpoints = tmp_path / "checkpoints"
+    settings = TrainSettings(method="lora", max_steps=2, batch_size=2, learning_rate=1e-2, lora_rank=4)
+    output, record = finetune(
+        str(tiny_llava_dir), "emt:digits", tmp_path / "out", settings, limit=4, checkpoint_dir=checkpoints
+    )
+    assert seen["saves"] == [str(checkpoints / "final")]
+    assert not checkpoints.exists()  # the gathered save is a temporary, like the checkpoints
+    saved = load_file(output / "model.safetensors")
+    from transformers import AutoModelForImageTextToText
+
+    reloaded = state(AutoModelForImageTextToText.from_pretrained(output))
+    assert reloaded.keys() == seen["merged"].keys() and len(saved) > 0
+    assert not differing(seen["merged"], reloaded)  # bit-identical to merging the in-memory adapter
+    assert record["parameters"]["changed"] > 0 and record["parameters"]["trained"] > 0
+
+
+def test_fsdp_final_save_gathers_a_full_state_dict_through_the_accelerator(
+    tmp_path, tiny_llava_dir, monkeypatch
+):
+    """Simulated FSDP with a sharded state-dict type: the save must still gather through the accelerator."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import AutoModelForImageTextToText, Trainer
+
+    from emtbench.methods.finetune import load_trained, prepare_model, save_trained, training_arguments
+
+    settings = TrainSettings(method="lora", max_steps=1, lora_rank=4)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir, dtype=torch.float32)
+    settings.resolve(model.config)
+    model = prepare_model(model, settings)
+    torch.manual_seed(0)
+    with torch.no_grad():  # stand-in for training: non-zero LoRA B matrices and a moved projector
+        for name, param in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.add_(0.01 * torch.randn_like(param))
+    trainer = Trainer(model=model, args=training_arguments(settings, tmp_path / "ckpt"))
+    gathered = []
+
+    def get_state_dict(wrapped, unwrap=True):
+        gathered.append(wrapped)
+        return wrapped.state_dict()  # one process: the "gathered" full state dict is the local one
+
+    monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
+    monkeypatch.setattr(
+        trainer.accelerator.state,
+        "fsdp_plugin",
+        FullyShardedDataParallelPlugin(state_dict_type="SHARDED_STATE_DICT"),
+        raising=False,  # the state has the attribute only under FSDP
+    )
+    monkeypatch.setattr(trainer.accelerator, "get_state_dict", get_state_dict)
+    save_trained(trainer, tmp_path / "final")
+    assert gathered == [model]
+    assert "FULL_STATE_DICT" in str(trainer.accelerator.state.fsdp_plugin.state_dict_type)
+    rebuilt, parameters = load_trained(tmp_path / "final", str(tiny_llava_dir), settings)
+    expected = state(copy.deepcopy(model).merge_and_unload())
+    assert not differing(expected, state(rebuilt))
+    assert parameters["changed"] > 0
+
+
+def test_a_final_save_without_weights_is_a_clear_error(tmp_path, tiny_llava_dir):
+    """ZeRO-3 without 16-bit gathering makes save_model write only a DeepSpeed checkpoint."""
+    from emtbench.methods.finetune import load_trained
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "config.json").write_text("{}")
+    with pytest.raises(EmtbenchError, match="no consolidated weights") as error:
+        load_trained(tmp_path / "final", str(tiny_llava_dir), TrainSettings(method="full"))
+    assert "zero3_save_16bit_model" in str(error.value.fix)
+
+
+def test_warmup_starts_above_zero_and_reaches_the_peak_after_the_warmup_steps():
+    from emtbench.methods.finetune import warmup_scheduler
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = warmup_scheduler(optimizer, "cosine", warmup_steps=3, total_steps=10)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a > b > 0 for a, b in itertools.pairwise(rates[3:]))  # transformers' cosine decay
+    assert warmup_scheduler(optimizer, "constant", warmup_steps=3, total_steps=10) is None  # no warm-up there
+    assert warmup_scheduler(optimizer, "cosine", warmup_steps=0, total_steps=10) is None
+
+
+def test_a_one_step_run_with_default_settings_changes_the_weights(tmp_path, tiny_llava_dir, base_model):
+    settings = TrainSettings(method="linear", max_steps=1, batch_size=2)  # default warm-up ratio and cosine
+    assert settings.warmup_ratio > 0
+    data = load_conversations("emt:digits", limit=2, seed=0)
+    result = train(str(tiny_llava_dir), data, settings, checkpoint_dir=tmp_path / "ckpt")
+    assert result.train_metrics["global_step"] == 1
+    changed = differing(state(base_model), state(result.model))
+    assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
+
+
+@pytest.mark.parametrize(("method", "keep_adapter"), [("lora", False), ("msgm", True)])
+def test_lora_resumes_after_an_interruption_to_the_uninterrupted_result(
+    method, keep_adapter, tmp_path, tiny_llava_dir, monkeypatch
+):
+    from safetensors.torch import load_file
+
+    def settings() -> TrainSettings:  # default warm-up + cosine and dropout: resume must restore all state
+        return TrainSettings(
+            method=method, max_steps=4, batch_size=2, save_steps=2, learning_rate=1e-2, lora_rank=4,
+            keep_adapter=keep_adapter,
+        )  # fmt: skip
+
+    weights = "adapter_model.safetensors" if keep_adapter else "model.safetensors"
+    common = {"limit": 8}
+    instrumented_trainer(monkeypatch)
+    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "straight", settings(), **common)
+    straight = load_file(tmp_path / "straight" / weights)
+
+    interrupted = instrumented_trainer(monkeypatch, interrupt_at=3)
+    with pytest.raises(interrupted["Interrupted"]):
+        finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", settings(), **common)
+    checkpoints = tmp_path / ".resumed.checkpoints"
+    assert (checkpoints / "checkpoint-2").is_dir() and not (tmp_path / "resumed").exists()
+    at_checkpoint = load_file(checkpoints / "checkpoint-2" / "adapter_model.safetensors")
+
+    resumed_run = instrumented_trainer(monkeypatch)
+    _, record = finetune(
+        str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", settings(), resume=True, **common
+    )
+    assert resumed_run["steps"] == [3, 4]  # continued from checkpoint-2, did not start over
+    assert record["training"]["global_step"] == 4
+    resumed = load_file(tmp_path / "resumed" / weights)
+    assert resumed.keys() == straight.keys()
+    if keep_adapter:
+        assert all("lora_" in name or "multi_modal_projector" in name for name in resumed)
+        assert (tmp_path / "resumed" / "adapter_config.json").is_file()
+    for name, tensor in straight.items():
+        assert torch.allclose(resumed[name], tensor, atol=1e-6), name
+    # the comparison is meaningful: the two resumed steps moved the adapter past the checkpoint
+    assert not checkpoints.exists()
+
+    def projector(weights: dict) -> torch.Tensor:
+        return next(v for k, v in weights.items() if k.endswith("multi_modal_projector.linear_1.weight"))
+
+    assert not torch.allclose(projector(at_checkpoint), projector(resumed))
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_writes_one_complete_folder_from_the_main_process(
+    tmp_path, tiny_llava_dir
+):
+    """A real 2-process run (torchrun, gloo on CPU): shared save path, main-process-only writes."""
+    import os
+    import subprocess
+    import sys
+
+    output = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    if torch.cuda.device_count() < 2:
+        env["ACCELERATE_USE_CPU"] = "true"  # transformers' CPU data parallelism is opt-in
+    argv = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "emtbench.cli",
+        "finetune", "--model", str(tiny_llava_dir), "--method", "lora", "--lora-rank", "4",
+        "--data", "emt:digits", "--limit", "8", "--max-steps", "2", "--batch-size", "2", "--output", str(output),
+    ]  # fmt: skip
+    done = subprocess.run(
+        argv,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("saved ") == 1  # only the main process reports
+    run = json.loads((output / "emtbench_run.json").read_text())
+    assert run["training"]["epoch"] == 1.0  # 2 steps x 2 examples x 2 processes = all 8 examples
+    assert run["parameters"]["changed"] > 0
+    assert (output / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # no staging or checkpoint leftovers
+
+
+@pytest.mark.parametrize("name", ["fsdp.yaml", "deepspeed_zero3.yaml"])
+def test_example_accelerate_configs_are_valid_for_the_installed_accelerate(name):
+    """The shipped configs go through accelerate's own loader, launch validation and plugin parsing."""
+    import os
+    from unittest import mock
+
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "accelerate" / name
+    config = load_config_from_file(str(path))  # rejects unknown top-level keys
+    parser = launch_command_parser()
+    options = {action.dest for action in parser._actions}
+    nested = {**(config.fsdp_config or {}), **(config.deepspeed_config or {})}
+    # `accelerate launch` silently ignores misspelt nested keys: each must be one of its options
+    assert nested and all(key in options or f"fsdp_{key}" in options for key in nested)
+    args = parser.parse_args(["--config_file", str(path), "-m", "emtbench.cli", "finetune"])
+    args, defaults, mixed_precision_from_config = _validate_launch_command(args)
+    if args.use_fsdp:
+        env = prepare_multi_gpu_env(args)
+    else:  # what `accelerate launch` sets before calling the DeepSpeed launcher
+        fields = [*defaults.deepspeed_config, *(["mixed_precision"] if mixed_precision_from_config else [])]
+        args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+        _, env = prepare_deepspeed_cmd_env(args)
+    assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+    # The plugins parse the launch environment; FSDP asks for a GPU only to place synced weights.
+    with (
+        mock.patch.dict(os.environ, env),
+        mock.patch("accelerate.utils.dataclasses.is_cuda_available", return_value=True),
+        mock.patch("torch.cuda.current_device", return_value=0),
+    ):
+        if args.use_fsdp:
+            from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+            plugin = FullyShardedDataParallelPlugin()
+            assert plugin.fsdp_version == 1 and plugin.use_orig_params and plugin.sync_module_states
+            assert (
+                plugin.auto_wrap_policy is transformer_auto_wrap_policy and plugin.cpu_ram_efficient_loading
+            )
+            assert "SHARDED_STATE_DICT" in str(plugin.state_dict_type)  # the final save switches to FULL
+        else:
+            ds = DeepSpeedPlugin().deepspeed_config
+            assert ds["zero_optimization"]["stage"] == 3
+            assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+            assert ds["gradient_accumulation_steps"] == "auto"  # filled from --grad-accum by the Trainer

@@ -140,6 +140,16 @@ def continual(
         )
     if not eval_tasks:
         raise EmtbenchError("no tasks to evaluate", where="--eval-tasks", fix="e.g. emt_mnist,emt_cifar10")
+    from accelerate import PartialState
+
+    if PartialState().num_processes > 1:
+        # Every stage also runs lm-eval in-process and writes shared files; that is single-process code.
+        raise EmtbenchError(
+            "emtbench continual runs in one process, not under a multi-process `accelerate launch`",
+            where="accelerate launch",
+            fix="train each stage with `accelerate launch -m emtbench.cli finetune ... --model PREVIOUS_STAGE` "
+            "and evaluate it with `emtbench eval` (docs/training.md), or run continual without accelerate launch",
+        )
     if settings.keep_adapter:
         raise EmtbenchError(
             "a continual sequence merges LoRA after every stage",

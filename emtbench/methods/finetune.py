@@ -50,13 +50,15 @@ DEFAULT_ALPHA = 0.01
 """Soft-target α that the continual-learning paper found best (SPEC §3)."""
 
 MULTI_GPU_HELP = """\
-Multi-GPU / sharded training: run the same command under `accelerate launch`; the Trainer picks up
-the distributed setup, and FSDP or DeepSpeed come from accelerate's own config files:
-  accelerate config                      # answer the questions once (FSDP or DeepSpeed ZeRO-3 for 7B+ full FT)
-  accelerate launch -m emtbench.cli finetune --model llava-hf/llava-1.5-7b-hf --method lora \\
-      --data emt:cifar10 --bf16 --output out/llava-lora-cifar10
-  accelerate launch --config_file fsdp.yaml -m emtbench.cli finetune ...   # an explicit config file
-See https://huggingface.co/docs/accelerate/usage_guides/fsdp and .../deepspeed for the config keys."""
+Multi-GPU / sharded training: run the same command under `accelerate launch`; the Trainer picks up the
+distributed setup and FSDP / DeepSpeed ZeRO-3 come from accelerate's own config files (ready-made ones
+in examples/accelerate/, explained in docs/training.md):
+  accelerate launch --multi_gpu --num_processes 8 -m emtbench.cli finetune --model llava-hf/llava-1.5-7b-hf \\
+      --method lora --data emt:cifar10 --bf16 --output out/llava-lora-cifar10
+  accelerate launch --config_file examples/accelerate/fsdp.yaml -m emtbench.cli finetune --method full ...
+  accelerate launch --config_file examples/accelerate/deepspeed_zero3.yaml -m emtbench.cli finetune ...
+The final weights are gathered through Trainer.save_model and written by the main process only (LoRA
+merged on CPU from the saved adapter); ZeRO-3 needs zero3_save_16bit_model: true."""
 
 
 @dataclass
@@ -246,37 +248,27 @@ def prepare_model(model, settings: TrainSettings):
 
 
 def trainable_count(model) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
 
 
-def snapshot_changeable(model, settings: TrainSettings) -> dict[str, Any]:
-    """CPU copies of the parameters this method can change, to count changed values afterwards.
+def parameter_count(parameter) -> int:
+    """Values in a parameter; under DeepSpeed ZeRO-3 the local tensor is an empty shard, ``ds_numel`` is full."""
+    return int(getattr(parameter, "ds_numel", parameter.numel()))
 
-    Costs host memory equal to those parameters (the whole LLM for ``full``); the frozen vision tower
-    is never copied.
+
+def changed_counts(model, reference) -> tuple[int, int]:
+    """(values that differ from ``reference``, all parameter values) of a merged model.
+
+    Both models are plain, unsharded (CPU) models, so this works whatever sharding training used.
     """
-    paths = part_paths(model)
-    prefixes = list(paths.projector)
-    if settings.base_method == "full":
-        prefixes += [paths.language_model, paths.lm_head]
-    elif settings.base_method == "lora":
-        prefixes += language_linear_names(model)
-    return {
-        name: param.detach().to("cpu", copy=True)
-        for name, param in model.named_parameters()
-        if any(name == p or name.startswith(p + ".") for p in prefixes)
-    }
-
-
-def changed_counts(model, snapshot: dict[str, Any]) -> tuple[int, int]:
-    """(values that differ from the snapshot, all parameter values) of a merged model."""
+    before = dict(reference.named_parameters())
     changed = 0
     total = 0
     for name, param in model.named_parameters():
         total += param.numel()
-        before = snapshot.get(name)
-        if before is not None:
-            changed += int((param.detach().cpu() != before).sum())
+        base = before.get(name)
+        if base is not None and base.shape == param.shape:
+            changed += int((param.detach() != base.detach().to(param.device, param.dtype)).sum())
     return changed, total
 
 
@@ -319,35 +311,33 @@ def build_training_data(
 
 # --- training ----------------------------------------------------------------------------------
 
+FINAL_DIR = "final"
+"""Folder inside the checkpoint folder where ``Trainer.save_model`` writes the gathered final weights."""
+
 
 @dataclass
 class TrainResult:
     model: Any
+    """The trained model on CPU (a peft model with ``keep_adapter``); ``None`` on non-main processes."""
     processor: Any
     parameters: dict[str, Any]
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def train(
-    model_path: str,
-    train_data,
-    settings: TrainSettings,
-    *,
-    checkpoint_dir: Path,
-    resume: bool = False,
-) -> TrainResult:
-    """Train ``model_path`` on ``train_data``; return the (merged unless keep_adapter) model."""
+def training_arguments(settings: TrainSettings, checkpoint_dir: Path):
+    """The Trainer's arguments. Built before the model is loaded so DeepSpeed ZeRO-3 can partition at load."""
     import torch
     from transformers import TrainingArguments
 
-    model, processor = load_model_and_processor(model_path)
-    snapshot = snapshot_changeable(model, settings)  # before peft renames the wrapped layers
-    model = prepare_model(model, settings)
-    trained = trainable_count(model)
     use_bf16 = settings.bf16
     if use_bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
         raise EmtbenchError("this GPU does not support bf16", where="--bf16", fix="drop --bf16")
-    args = TrainingArguments(
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns).
+    fields = TrainingArguments.__dataclass_fields__
+    checkpointing = (
+        "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    )
+    return TrainingArguments(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.grad_accum,
@@ -359,8 +349,10 @@ def train(
         lr_scheduler_type=settings.lr_scheduler,
         bf16=use_bf16,
         use_cpu=use_bf16 and not torch.cuda.is_available(),  # CPU bf16 autocast must be asked for explicitly
-        gradient_checkpointing=settings.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        **{
+            checkpointing: settings.gradient_checkpointing,
+            f"{checkpointing}_kwargs": {"use_reentrant": False} if settings.gradient_checkpointing else None,
+        },
         logging_steps=settings.logging_steps,
         save_strategy="steps",
         save_steps=settings.save_steps,
@@ -371,6 +363,34 @@ def train(
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+
+
+def train(
+    model_path: str,
+    train_data,
+    settings: TrainSettings,
+    *,
+    checkpoint_dir: Path,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``model_path`` on ``train_data``; return the (merged unless keep_adapter) model.
+
+    Under ``accelerate launch`` every process calls this; the final weights are saved through
+    ``Trainer.save_model`` (which gathers FSDP / ZeRO-3 shards) and only the main process rebuilds the
+    trained model from them on CPU (see :func:`save_trained` and :func:`load_trained`).
+    """
+    import gc
+
+    import torch
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    checkpoint_dir = Path(checkpoint_dir)
+    args = training_arguments(settings, checkpoint_dir)
+    model, processor = load_model_and_processor(model_path)
+    set_seed(settings.seed)  # LoRA's random init: the same --seed gives the same run, resumed or not
+    model = prepare_model(model, settings)
+    trained = trainable_count(model)
     trainer = make_trainer_class()(
         model=model,
         args=args,
@@ -380,37 +400,126 @@ def train(
     )
     resume_from = resume and _last_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume_from or None)
-    model = trainer.model
-    model.eval()
-    adapter_model = None
-    if settings.base_method == "lora":
-        if settings.keep_adapter:
-            adapter_model = model
-            merged = copy.deepcopy(model).merge_and_unload()
-        else:
-            merged = model.merge_and_unload()
-    else:
-        merged = model
-    changed, total = changed_counts(merged, snapshot)
-    parameters = {
-        "trained": trained,
-        "total": total,
-        "changed": changed,
-        "changed_fraction": changed / total if total else 0.0,
-    }
+    final_dir = checkpoint_dir / FINAL_DIR
+    save_trained(trainer, final_dir)
     metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
     metrics["global_step"] = output.global_step
-    return TrainResult(adapter_model or merged, processor, parameters, metrics)
+    del trainer, model  # free the (GPU) training copy before rebuilding the result on CPU
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if not PartialState().is_main_process:
+        return TrainResult(None, processor, {}, metrics)
+    model, parameters = load_trained(final_dir, model_path, settings)
+    return TrainResult(model, processor, {"trained": trained, **parameters}, metrics)
+
+
+def save_trained(trainer, directory: Path) -> None:
+    """Write the final weights with ``trainer.save_model``; every process must call this.
+
+    The Trainer knows how to gather each setup's weights: plain ``save_pretrained`` on one process,
+    ``accelerator.get_state_dict`` (a full state dict on the main process) under FSDP, and the
+    consolidated 16-bit state dict under DeepSpeed ZeRO-3 (only the trainable adapter and projector
+    for peft models). A peft model is saved as its adapter; merging happens later, on CPU, in
+    :func:`load_trained`. Only the main process writes files.
+    """
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process and directory.exists():
+        shutil.rmtree(directory)  # a leftover from an interrupted run must not mix with this save
+    accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:
+        # save_model writes nothing for a sharded state-dict type; the final save is always gathered.
+        accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(directory))
+    accelerator.wait_for_everyone()
+
+
+def load_trained(directory: Path, model_path: str, settings: TrainSettings) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained model on CPU from what :func:`save_trained` wrote; count changed values.
+
+    LoRA merging needs whole weights, which FSDP and ZeRO-3 never hold on one process; the saved
+    adapter applied to the base model loaded on CPU is exactly the trained model, on any setup.
+    Host memory: the base model (reference for the changed count) plus the result (plus a merged copy
+    with ``keep_adapter``).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    lora = settings.base_method == "lora"
+    found = (directory / "adapter_config.json").is_file() if lora else (directory / "config.json").is_file()
+    weights = any(directory.glob("*.safetensors")) or any(directory.glob("*.bin"))
+    if not (found and weights):
+        raise EmtbenchError(
+            f"the Trainer saved no consolidated weights in {directory}",
+            where="final save",
+            fix="under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true in the accelerate config "
+            "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON); see docs/training.md",
+        )
+    reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    if lora:
+        from peft import PeftModel
+
+        base = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+        adapter = PeftModel.from_pretrained(base, str(directory))
+        if settings.keep_adapter:
+            result, merged = adapter, copy.deepcopy(adapter).merge_and_unload()
+        else:
+            result = merged = adapter.merge_and_unload()
+    else:
+        result = merged = AutoModelForImageTextToText.from_pretrained(str(directory), dtype=torch.float32)
+    changed, total = changed_counts(merged, reference)
+    del reference, merged
+    result.eval()
+    return result, {"total": total, "changed": changed, "changed_fraction": changed / total if total else 0.0}
+
+
+def warmup_scheduler(
+    optimizer,
+    name: str,
+    *,
+    warmup_steps: int,
+    total_steps: int,
+    scheduler_kwargs: dict[str, Any] | None = None,
+):
+    """transformers' schedule ``name`` whose linear warm-up starts at lr/(W+1) instead of 0.
+
+    The stock warm-up scales step ``s`` by s/W, so the first optimizer step always runs at lr 0: with
+    the 0.03 warm-up ratio a 1-step run changed nothing. Here step ``s < W`` runs at (s+1)/(W+1) of the
+    peak and the schedule after the warm-up is transformers' own. Returns ``None`` (use the stock
+    scheduler) when the schedule has no warm-up that starts at zero (``constant``, plateau, ...).
+    """
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import get_scheduler
+
+    if warmup_steps <= 0:
+        return None
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    stock = get_scheduler(
+        name,
+        probe,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=scheduler_kwargs or {},
+    )
+    if not isinstance(stock, LambdaLR) or len(stock.lr_lambdas) != 1 or stock.lr_lambdas[0](0) != 0.0:
+        return None
+    after_warmup = stock.lr_lambdas[0]
+
+    def factor(step: int) -> float:
+        return (step + 1) / (warmup_steps + 1) if step < warmup_steps else after_warmup(step)
+
+    return LambdaLR(optimizer, factor)
 
 
 def make_trainer_class():
-    """``Trainer`` whose resume reloads full-model checkpoints through ``from_pretrained``.
+    """``Trainer`` with two fixes: resume of full-model checkpoints, and a warm-up whose first step learns.
 
     transformers 5 saves LLaVA checkpoints in the original (Hub) key layout but the stock Trainer
     resume calls ``load_state_dict`` on the raw file without converting the keys back, so every weight
     is silently skipped (a missing-keys warning) and training would restart from the base weights.
     Loading through ``from_pretrained`` applies the model's key mapping. PEFT adapters, FSDP and
-    DeepSpeed checkpoints keep the stock path.
+    DeepSpeed checkpoints keep the stock path. The scheduler is :func:`warmup_scheduler`.
     """
     from transformers import Trainer
 
@@ -423,6 +532,20 @@ def make_trainer_class():
                 resume_from_checkpoint, dtype=next(target.parameters()).dtype
             )
             target.load_state_dict(saved.state_dict(), strict=True)
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:
+                scheduler = warmup_scheduler(
+                    optimizer if optimizer is not None else self.optimizer,
+                    self.args.lr_scheduler_type,
+                    warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                    total_steps=num_training_steps,
+                    scheduler_kwargs=self.args.lr_scheduler_kwargs,
+                )
+                if scheduler is not None:
+                    self.lr_scheduler = scheduler
+                    self._created_lr_scheduler = True  # as the stock method does: rebuilt per train()
+            return super().create_scheduler(num_training_steps, optimizer)
 
     return CheckpointConvertingTrainer
 
@@ -517,7 +640,7 @@ def finetune(
         settings=settings,
         model_path=model_path,
         data=data_info,
-        parameters=result.parameters,
+        parameters=result.parameters or None,  # counted on the main process only
         train_metrics=result.train_metrics,
     )
     from accelerate import PartialState

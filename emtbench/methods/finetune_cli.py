@@ -73,7 +73,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="examples per device per step (default 8)")
     parser.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps (default 1)")
     parser.add_argument(
-        "--warmup-ratio", type=float, default=0.03, help="linear warm-up share (default 0.03)"
+        "--warmup-ratio",
+        type=float,
+        default=0.03,
+        help="linear warm-up share of the steps (default 0.03); the first step already learns",
     )
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument(
@@ -217,6 +220,10 @@ def run_finetune(args: argparse.Namespace, extra: list[str]) -> int:
         resume=args.resume,
         keep_checkpoints=args.keep_checkpoints,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # under `accelerate launch` the main process reports and uploads
+        return 0
     params = record["parameters"]
     print(
         f"saved {output} ({args.method}: {params['trained']:,} trained parameters, "
