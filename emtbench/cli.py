@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.leaderboard.cli",
     "emtbench.methods.fusion.cli",
     "emtbench.methods.finetune_cli",
+    "emtbench.demo.cli",
 )
 
 DESCRIPTION = """\

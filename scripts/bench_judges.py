@@ -8,9 +8,21 @@
 LLM calls go over real HTTP to the loopback OpenAI-compatible server of the test suite
 (``tests/openai_server.py``), so nothing leaves the machine and no key is needed.
 
-The answer mix is synthetic, modelled on the answer styles the EMT paper reports for fine-tuned
-MLLMs: mostly the fine-tuning sentence or a bare label, plus echoed label lists, descriptions,
-hedges, negations and stray numbers; the shares are printed with the results.
+Two answer mixes are measured for the cascade; both are synthetic (no real MLLM outputs exist
+offline), built from templates with random labels, and their style shares are printed:
+
+- ``synthetic``: the project's original mix (shares chosen by hand when the bench was written):
+  the task's own fine-tuning sentence 45%, bare label 20%, echoed label list 8%, label-free
+  description 10%, "a or b" hedge 7%, negation 5%, stray number 5%. Hedges and negations appear in
+  none of the paper's example outputs; the paper's main failure (a fine-tuned model naming a label of
+  its fine-tuning set, "The object is a(n) aircraft carrier." on CIFAR-10) does not appear in it.
+- ``paper``: style shares counted from the 36 answers the EMT paper prints (App. C.4, D.2, §4.2,
+  §5.2): in-set sentence 11, bare in-set label 4, out-of-set label (another EMT dataset's label,
+  bare or in the fine-tuning sentence) 12, description 7, echoed list 1, stray number 1. The paper
+  chose those examples to illustrate failures, so this is no measured distribution either.
+
+The shares were fixed before measuring and are not tuned to the target. The 70% target is reported
+against the ``synthetic`` mix, as before.
 
 Usage: python scripts/bench_judges.py [--answers 2000] [--rule-answers 50000] [--seed 0]
 """
@@ -37,25 +49,40 @@ from emtbench.judges.rule import RuleJudge
 from emtbench.tasks.registry import get_dataset, spoken
 
 TASKS = ("cifar10", "cifar100", "miniimagenet", "digits", "fashion_mnist")
-STYLES: dict[str, float] = {
-    "fine-tune sentence": 0.45,
-    "bare label": 0.20,
-    "echoed label list": 0.08,
-    "description": 0.10,
-    "hedge (a or b)": 0.07,
-    "negation": 0.05,
-    "stray number": 0.05,
+MIXES: dict[str, dict[str, float]] = {
+    "synthetic": {
+        "fine-tune sentence": 0.45,
+        "bare label": 0.20,
+        "echoed label list": 0.08,
+        "description": 0.10,
+        "hedge (a or b)": 0.07,
+        "negation": 0.05,
+        "stray number": 0.05,
+    },
+    # counts of each style among the 36 answers printed in the EMT paper (see the module docstring)
+    "paper": {
+        "fine-tune sentence": 11,
+        "bare label": 4,
+        "out-of-set label": 12,
+        "description": 7,
+        "echoed label list": 1,
+        "stray number": 1,
+    },
 }
+STYLES = MIXES["synthetic"]
 DESCRIPTIONS = (
     "A blurry photograph.", "a picture of something in a box", "an animal standing on grass",
     "It is hard to tell.", "a small object on a white background", "Some kind of vehicle.",
 )  # fmt: skip
+SCENES = ("with trees in the background", "on a white background", "in the foreground", "on a table")
+"""Context for the paper mix's descriptions that name a label (InstructBLIP: "a blue street sign ...")."""
 
 
-def answer_mix(count: int, seed: int) -> list[JudgeItem]:
+def answer_mix(count: int, seed: int, mix: str = "synthetic") -> list[JudgeItem]:
     rng = random.Random(seed)
     items = []
-    styles, weights = list(STYLES), list(STYLES.values())
+    styles, weights = list(MIXES[mix]), list(MIXES[mix].values())
+    all_labels = sorted({spoken(label) for task in TASKS for label in get_dataset(task).labels})
     for _ in range(count):
         dataset = get_dataset(rng.choice(TASKS))
         labels = dataset.labels
@@ -68,10 +95,17 @@ def answer_mix(count: int, seed: int) -> list[JudgeItem]:
             answer = dataset.answer(predicted_index)
         elif style == "bare label":
             answer = rng.choice((predicted, predicted.capitalize() + "."))
+        elif style == "out-of-set label":  # e.g. miniImageNet's "aircraft carrier" on CIFAR-10
+            own = {spoken(label).lower() for label in labels}
+            foreign = rng.choice([label for label in all_labels if label.lower() not in own])
+            answer = rng.choice((f"The object is a(n) {foreign}.", foreign))
+        elif style == "description":
+            if mix == "paper" and rng.random() < 0.5:
+                answer = f"a picture of a {predicted} {rng.choice(SCENES)}"
+            else:
+                answer = rng.choice(DESCRIPTIONS)
         elif style == "echoed label list":
             answer = ", ".join(spoken(label) for label in labels[:10])
-        elif style == "description":
-            answer = rng.choice(DESCRIPTIONS)
         elif style == "hedge (a or b)":
             answer = f"{predicted} or {other}"
         elif style == "negation":
@@ -80,6 +114,11 @@ def answer_mix(count: int, seed: int) -> list[JudgeItem]:
             answer = f"The {predicted} is {rng.randrange(10)}."
         items.append(JudgeItem(answer, labels[gold], labels, dataset.kind))
     return items
+
+
+def shares(mix: str) -> str:
+    total = sum(MIXES[mix].values())
+    return ", ".join(f"{style} {weight / total:.0%}" for style, weight in MIXES[mix].items())
 
 
 def bench_rule(count: int, seed: int) -> float:
@@ -110,6 +149,12 @@ def main() -> int:
         cascade = make_judge({**base, "judge": "cascade", "judge_cache": "none"})
         cascade.judge(items)
         saved = 1 - cascade.calls / llm.calls
+        paper_items = answer_mix(args.answers, args.seed + 1, mix="paper")
+        paper_llm = make_judge({**base, "judge": "llm", "judge_cache": "none"})
+        paper_llm.judge(paper_items)
+        paper_cascade = make_judge({**base, "judge": "cascade", "judge_cache": "none"})
+        paper_cascade.judge(paper_items)
+        paper_saved = 1 - paper_cascade.calls / paper_llm.calls
 
         cache_file = str(Path(tmp) / "verdicts.sqlite")
         make_judge({**base, "judge": "llm", "judge_cache": cache_file}).judge(items)
@@ -129,11 +174,16 @@ def main() -> int:
             judge.judge(sample)
             timings[workers] = time.perf_counter() - start
 
-    print("answer mix:", ", ".join(f"{style} {share:.0%}" for style, share in STYLES.items()))
+    print("synthetic mix:", shares("synthetic"))
+    print("paper mix:    ", shares("paper"))
     print(f"rule judge:        {rate:>10,.0f} verdicts/s   ratio to target 20,000/s: {rate / 20000:.2f}x")
     print(
         f"cascade:           {cascade.calls:>5} LLM calls vs {llm.calls} for the llm judge alone "
-        f"-> saves {saved:.1%}   ratio to target 70%: {saved / 0.70:.2f}x"
+        f"-> saves {saved:.1%}   ratio to target 70%: {saved / 0.70:.2f}x   (synthetic mix)"
+    )
+    print(
+        f"cascade:           {paper_cascade.calls:>5} LLM calls vs {paper_llm.calls} for the llm judge alone "
+        f"-> saves {paper_saved:.1%}   ratio to target 70%: {paper_saved / 0.70:.2f}x   (paper mix)"
     )
     print(
         f"cache on rerun:    {hit_rate:.1%} hits, {rerun_requests} requests reached the server   "

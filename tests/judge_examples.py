@@ -35,6 +35,16 @@ LABELLED_ANSWERS: list[tuple[str, str, str, bool]] = [
     ("cifar10", "airplane, automobile, bird, cat, deer, dog, frog, horse, ship, truck", "cat", False),
     ("digits", "The number is 7, not 1.", "7", True),
     ("cifar10", "", "cat", False),
+    # The paper's miniImageNet descriptions (C.4.4) and out-of-set fine-tuning answers (D.2.2).
+    ("miniimagenet", "a street sign for st. catherine's street", "street_sign", True),
+    ("miniimagenet", "a blue street sign says arkansas on it", "street_sign", True),
+    ("cifar10", "The object is a(n) white wolf.", "deer", False),
+    ("cifar10", "The object is a(n) garbage truck.", "truck", True),
+    # Words of multi-word labels outside a matched label: a modifier of something else is harmless,
+    # a modifier standing as a noun may name its label ("an oak" is an oak tree).
+    ("miniimagenet", "a small object on a white background", "white_wolf", False),
+    ("cifar100", "a pine cone", "pine_tree", False),
+    ("cifar100", "an oak", "oak_tree", True),
 ]
 
 

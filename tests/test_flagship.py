@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import read_results, run_emtbench
 from PIL import Image
+from torch.nn import functional
 
 
 @pytest.fixture(scope="session")
@@ -181,3 +182,56 @@ def test_lora_finetune_steps_run_on_the_flagship_unchanged(tiny_flagship_dir, tm
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, base.state_dict()[k])]
     assert any("language_model" in k for k in changed)  # LoRA merged into the LLM
     assert not any("vision_tower" in k for k in changed)  # frozen tower, batch-norm statistics included
+
+
+def test_warm_start_makes_each_cell_emit_its_class_vector_and_leaves_no_dead_units(loaded):
+    """The probe is fit per grid cell, as the projector runs; unused hidden units still get gradients."""
+    from emtbench.models.flagship.build_base import (
+        AlignmentData,
+        _class_name_embeddings,
+        global_classes,
+        warm_start_projector,
+    )
+
+    model, processor = loaded
+    model = type(model).from_pretrained(model.name_or_path)
+    classes = global_classes()
+    channels, cells = model.config.vision_config.head_channels, model.config.image_seq_length
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(len(classes), channels, generator=generator).relu() * 3
+    labels = [i % len(classes) for i in range(200)]
+    features = prototypes[labels][:, None, :] + 0.3 * torch.rand(
+        len(labels), cells, channels, generator=generator
+    )
+    data = AlignmentData(features, labels, [classes[c][0] for c in labels], [classes[c][1] for c in labels])
+
+    accuracy = warm_start_projector(model, processor.tokenizer, data, seed=0)
+
+    assert accuracy > 0.9
+    projector = model.model.multi_modal_projector
+    class_units = projector.act(projector.linear_1(features))[..., : len(classes)]  # (images, cells, classes)
+    assert (class_units.argmax(dim=-1) == torch.tensor(labels)[:, None]).float().mean() > 0.9
+    winners = class_units.max(dim=-1).values
+    assert 0.5 < winners.median() < 2.0  # sharpened: a typical winner's unit is ~1 ...
+    assert (class_units.sum(dim=-1) - winners).median() < winners.median()  # ... and dominates the rest
+    names = _class_name_embeddings(model, processor.tokenizer)
+    gelu_of_one = functional.gelu(torch.tensor(1.0))
+    assert torch.allclose(projector.linear_2.weight[:, : len(classes)].T * gelu_of_one, names, atol=1e-5)
+    projector(features).square().mean().backward()
+    assert projector.linear_2.weight.grad[:, len(classes) :].abs().sum() > 0
+
+
+def test_class_tokens_learn_to_make_the_frozen_lm_answer_each_class(loaded):
+    """Textual-inversion stage: one vector per class, trained through the frozen LM, lowers the answer loss."""
+    from emtbench.models.flagship.build_base import AlignmentOptions, global_classes, learn_class_tokens
+
+    model, processor = loaded
+    model = type(model).from_pretrained(model.name_or_path)
+    frozen_before = model.model.language_model.embed_tokens.weight.clone()
+    options = AlignmentOptions(class_token_steps=16, class_token_learning_rate=3e-2, short_question_share=0.0)
+    vectors, shared, losses = learn_class_tokens(model, processor, options)
+    assert vectors.shape == (len(global_classes()), model.config.text_config.hidden_size)
+    assert shared.shape == (model.config.text_config.hidden_size,)
+    # steps alternate datasets: compare each dataset's first and last loss
+    assert losses[-2] < losses[0] and losses[-1] < losses[1]
+    assert torch.equal(model.model.language_model.embed_tokens.weight, frozen_before)

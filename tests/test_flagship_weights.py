@@ -68,13 +68,29 @@ def test_stem_batchnorm_statistics_match_the_half_normalisation(lite0, pixels):
     assert ratio_imagenet > 2.0
 
 
-def test_smollm2_gguf_loads_and_answers_greedily():
+def test_smollm2_gguf_loads_once_then_from_the_cache_and_answers_greedily(monkeypatch):
+    """The slow GGUF parse happens once; later loads come from the saved copy, tensor for tensor."""
     pytest.importorskip("gguf")
-    from emtbench.models.flagship.assemble import load_smollm2
+    from transformers import AutoModelForCausalLM
 
+    from emtbench.models.flagship.assemble import load_smollm2, smollm2_cache_dir
+
+    first, _ = load_smollm2()  # conftest points the cache at a fresh folder: this one reads the GGUF
+    assert (smollm2_cache_dir() / "config.json").is_file()
+    assert first.hf_quantizer is None and not hasattr(first.config, "quantization_config")
+    sources = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def recording(*args, **kwargs):
+        sources.append((str(args[0]), kwargs.get("gguf_file")))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording)
     model, tokenizer = load_smollm2()
-    assert model.hf_quantizer is None and not hasattr(model.config, "quantization_config")
+    assert sources == [(str(smollm2_cache_dir()), None)]
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
+    before, after = first.state_dict(), model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     inputs = tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_tensors="pt", return_dict=True

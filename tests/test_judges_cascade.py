@@ -47,8 +47,14 @@ def test_cascade_calls_the_llm_less_and_agrees_where_it_decides(oracle):
 
 def test_paper_hard_cases_go_to_the_llm():
     hard = {item.answer for item, _ in labelled_items() if not is_clear_case(item)}
-    assert {"The airplane is 8.", "dog", "a picture of a fish in a tank", "cat or dog"} <= hard
-    assert "The object is a(n) cat." not in hard
+    assert {"The airplane is 8.", "dog", "a picture of a fish in a tank", "cat or dog", "an oak"} <= hard
+    clear = {
+        "The object is a(n) cat.",
+        "a street sign for st. catherine's street",
+        "a small object on a white background",
+        "a pine cone",
+    }
+    assert not clear & hard
 
 
 def test_cascade_with_an_unknown_fallback_is_a_clear_error():

@@ -35,7 +35,9 @@ PAPER_EXAMPLES = [
     # C.4.3 LENS on CIFAR-100
     ("bird", "orchid", CIFAR100, Verdict.EXTRINSIC, True),
     # C.4.4 InstructBLIP on miniImageNet
-    ("a street sign for st. catherine's street", "street_sign", MINI, Verdict.CORRECT, False),
+    # street_sign is the only label named; the second "street" only repeats a word of it, so the
+    # answer is clear-cut (an LLM reading it has no other label to consider).
+    ("a street sign for st. catherine's street", "street_sign", MINI, Verdict.CORRECT, True),
     ("a blue street sign says arkansas on it", "street_sign", MINI, Verdict.CORRECT, True),
     ("a picture of a coral reef with seaweed in the foreground", "coral_reef", MINI, Verdict.CORRECT, True),
     ("a close up of a tree branch with a ladybug on it", "harvestman", MINI, Verdict.WRONG, True),
@@ -109,6 +111,33 @@ def test_negation_is_not_clear_cut():
     found, clear = find_labels("It is not a cat.", CIFAR10)
     assert found == [CIFAR10.index("cat")]
     assert clear is False
+
+
+@pytest.mark.parametrize(
+    ("answer", "labels", "clear"),
+    [
+        # head words (last word of a label, one-word labels) left over may name a label: not clear
+        ("dog", MINI, False),  # African_hunting_dog? (the paper's own example)
+        ("a fish in a bowl", CIFAR100, False),  # aquarium_fish?
+        ("The object is a(n) white wolf.", CIFAR10, True),  # neither word is a CIFAR-10 label word
+        ("The object is a(n) garbage truck.", CIFAR10, True),  # truck, with a non-label modifier
+        ("a boot", FASHION, False),  # Ankle boot?
+        # modifiers modifying something else are harmless
+        ("a small object on a white background", MINI, True),  # white of white_wolf
+        ("a pine cone", CIFAR100, True),  # pine of pine_tree
+        ("a blue street sign says arkansas on it", MINI, True),
+        # ... but a modifier standing as a noun may name its label: "an oak" is an oak tree
+        ("an oak", CIFAR100, False),
+        ("a palm on the beach", CIFAR100, False),
+        ("The object is a(n) pickup.", CIFAR100, False),
+        # a modifier of a label the answer already names adds no candidate
+        ("a street sign for st. catherine's street", MINI, True),
+        ("an oak tree, a sturdy oak", CIFAR100, True),
+        ("The object is a(n) golden.", MINI, False),  # golden_retriever?
+    ],
+)
+def test_leftover_label_words(answer, labels, clear):
+    assert find_labels(answer, labels)[1] is clear
 
 
 def test_label_phrases_cover_plural_and_alternatives():

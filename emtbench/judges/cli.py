@@ -21,6 +21,8 @@ Judges: rule, embedding, llm (OpenAI-compatible API), local_llm (local transform
   llm / cascade: judge_model, judge_base_url, judge_api_key_env (default OPENAI_API_KEY),
                  judge_concurrency, judge_max_attempts, judge_timeout, judge_cache (path or "none")
   local_llm:     judge_model (folder or .gguf; default: offline SmolLM2 package), judge_batch_size
+                 (SmolLM2-135M is a weak judge: it says "no" to almost everything; use it to try the
+                 pipeline offline, not for numbers you report)
   embedding:     judge_embedding_model, judge_embedding_backend (sentence-transformers | clip)
   cascade:       judge_fallback (llm | local_llm)
 

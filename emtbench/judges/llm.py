@@ -4,7 +4,11 @@
 concurrently and with retries; a request that still fails after ``judge_max_attempts`` becomes a
 ``judge_error`` verdict (counted and reported, never scored as right or wrong). ``local_llm`` asks the
 same question to a local transformers causal LM (default: the offline SmolLM2 GGUF) — the path for
-machines without an API.
+machines without an API. SmolLM2-135M is a *weak* judge: on the labelled examples of
+``tests/judge_examples.py`` it said "no" to 25 of 28 answers (its yes/no logit gap stayed within ±0.5
+on every one) and agreed with careful human labels on 12 of 28, below the rule judge; use it to try
+the pipeline offline, and a real LLM (``llm`` against any endpoint, or ``judge_model`` = a larger
+local model) for numbers you report.
 
 An LLM only says whether the answer is right. When it says "no", the failure is classified (wrong
 label / several labels / no label) with the rule judge's label matching, so the failure-taxonomy
@@ -293,7 +297,12 @@ def smollm2_path() -> Path | None:
 
 @register_judge("local_llm")
 class LocalLLMJudge(YesNoJudge):
-    """The paper's question answered by a local transformers causal LM (greedy, so verdicts repeat)."""
+    """The paper's question answered by a local transformers causal LM (greedy, so verdicts repeat).
+
+    The default SmolLM2-135M is weak (see the module docstring): pass a larger model as
+    ``judge_model`` for verdicts worth reporting. SmolLM2 loads through the flagship's
+    dequantise-once cache, so only the first run pays for parsing the GGUF.
+    """
 
     option_keys = (*YesNoJudge.option_keys, "judge_model", "judge_batch_size", "judge_max_new_tokens")
 
@@ -329,15 +338,23 @@ class LocalLLMJudge(YesNoJudge):
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.model_path.suffix == ".gguf":
-            folder, kwargs = self.model_path.parent, {"gguf_file": self.model_path.name}
+        default = smollm2_path()
+        if default is not None and self.model_path.resolve() == default.resolve():
+            # transformers re-parses a GGUF's metadata in pure Python on every load (tens of seconds
+            # here); the flagship keeps the dequantised SmolLM2 under the emtbench cache instead.
+            from emtbench.models.flagship.assemble import load_smollm2
+
+            self._model, self._tokenizer = load_smollm2()
         else:
-            folder, kwargs = self.model_path, {}
-        self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+            if self.model_path.suffix == ".gguf":
+                folder, kwargs = self.model_path.parent, {"gguf_file": self.model_path.name}
+            else:
+                folder, kwargs = self.model_path, {}
+            self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+            self._model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
         self._tokenizer.padding_side = "left"
         if self._tokenizer.pad_token is None:
             self._tokenizer.pad_token = self._tokenizer.eos_token
-        self._model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
 
     def _render(self, prompt: str) -> str:
         if getattr(self._tokenizer, "chat_template", None):

@@ -18,7 +18,6 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    _registered = True
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -42,6 +41,7 @@ def register() -> None:
         EmtFlagshipConfig, EmtFlagshipForConditionalGeneration, exist_ok=True
     )
     AutoProcessor.register(EmtFlagshipConfig, EmtFlagshipProcessor, exist_ok=True)
+    _registered = True  # only now: a failed attempt (e.g. during a circular import) may be retried
 
 
 class _RegisterAfterTransformersImport:

