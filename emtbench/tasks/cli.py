@@ -16,7 +16,8 @@ and emtbench's lm-eval models registered. Every other argument goes to lm_eval u
 EMT tasks: emt_mnist emt_cifar10 emt_cifar100 emt_miniimagenet emt_fashion_mnist emt_digits
 groups:    emt (the paper's four), emt_offline (digits + Fashion-MNIST, no Hub needed)
 language:  emt_linguistic = emt_linguistic_nlu (arc_easy arc_challenge winogrande wsc273)
-           + emt_linguistic_nlg (lambada_openai); works with --model hf-multimodal and hf
+           + emt_linguistic_nlg (lambada_openai); works with --model hf-multimodal and hf;
+           emt_stdlib_ppl: offline perplexity on standard-library docstrings (no Hub needed)
 VL:        emt_vl = emt_vqav2_slim emt_gqa_slim emt_textvqa_slim emt_refcoco_slim (TRI-ML slim
            1024 splits; emt_vqav2 ... and emt_vl_full for the full splits); data_dir = original
            annotation files + images (see emtbench/tasks/vl/README.md), else the Hub
@@ -27,7 +28,7 @@ Select data with --metadata (JSON):
   fraction   evaluate a fixed random share of the split (the paper: 0.2 of train)
   seed       seed of that share (default 0)
   source     auto (Hub, else offline copy) | hub | offline
-  judge      rule (default) | embedding | llm | local_llm | cascade
+  judge      rule (default) | embedding | llm | local_llm | cascade (local_llm with the default SmolLM2-135M is a weak judge)
              (judge options such as judge_model: see `emtbench judge-agreement --help`)
 
 Example:
