@@ -266,7 +266,11 @@ def _model_identity(model: Path) -> str:
 
 
 def eval_commands(options: DemoOptions, model: Path, here: Path) -> list[list[str]]:
-    """EMT probes (bf16, greedy) and the stdlib language probe (fp32: perplexity sums many log-probs)."""
+    """EMT probes (bf16, greedy) and the stdlib language probe (fp32: perplexity sums many log-probs).
+
+    Both dtypes are explicit: the base is saved in bf16 and fine-tuned models in fp32, and with lm-eval's
+    ``dtype=auto`` the perplexity of a projector-only (``linear``) run moved by ~0.9 from rounding alone.
+    """
     emt = [
         "eval", "--model", "hf-multimodal",
         "--model_args", f"pretrained={model},dtype=bfloat16",
@@ -277,7 +281,7 @@ def eval_commands(options: DemoOptions, model: Path, here: Path) -> list[list[st
         "--log_samples", "--output_path", str(here / "emt"),
     ]  # fmt: skip
     language = [
-        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={model}",
+        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={model},dtype=float32",
         "--device", options.device, "--tasks", LANGUAGE_TASK,
         "--limit", str(options.language_docs), "--batch_size", "1",
         "--log_samples", "--output_path", str(here / "language"),
