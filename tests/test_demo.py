@@ -171,3 +171,21 @@ def test_help_teaches_the_stages_and_gives_examples(capsys):
     text = capsys.readouterr().out
     for word in ("build-base", "finetune", "tailor", "merge", "leaderboard", "emt_stdlib_ppl", "Examples:"):
         assert word in text
+
+
+def test_without_base_model_it_runs_build_base_and_uses_its_cache_folder(tmp_path, monkeypatch):
+    """The demo types `emtbench build-base` like a user, then takes the folder that command fills."""
+    from emtbench.models.flagship.build_base import AlignmentOptions, cached_base_folder
+
+    monkeypatch.setenv("EMTBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    typed: list[list[str]] = []
+    monkeypatch.setattr(recipe, "run_command", lambda argv, stage: typed.append(argv))
+    options = recipe.DemoOptions(out=tmp_path / "out")
+    with pytest.raises(EmtbenchError, match="holds no model"):
+        recipe.resolve_base_model(options)
+    folder = cached_base_folder(AlignmentOptions())
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    resolved, producer, _ = recipe.resolve_base_model(options)
+    assert typed == [["build-base"], ["build-base"]]
+    assert resolved == folder.resolve() and producer == "emtbench build-base"

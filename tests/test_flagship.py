@@ -73,6 +73,29 @@ def test_save_load_round_trip_keeps_every_tensor(loaded, tmp_path):
     assert any("running_var" in k for k in after)  # batch-norm statistics of the vision tower travel too
 
 
+def test_bf16_load_keeps_the_vision_tower_fp32_and_saves_the_lm_dtype(tiny_flagship_dir, tmp_path):
+    """bf16 rounding of the tower's batch-norm statistics shifts its features; only the LM goes bf16."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir, dtype=torch.bfloat16)
+    tower = model.model.vision_tower
+    assert {t.dtype for t in [*tower.parameters(), *tower.buffers()] if t.is_floating_point()} == {
+        torch.float32
+    }
+    assert model.model.multi_modal_projector.linear_1.weight.dtype == torch.bfloat16
+    assert model.dtype == torch.bfloat16
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+    again = AutoModelForImageTextToText.from_pretrained(tmp_path, dtype="auto")
+    assert again.dtype == torch.bfloat16 and again.model.vision_tower.dtype == torch.float32
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        features = again.model.vision_tower(pixels.to(torch.bfloat16))
+        reference = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir).model.vision_tower(pixels)
+    assert features.dtype == torch.float32
+    assert torch.allclose(features, reference, atol=0.02)  # only the bf16 rounding of the input pixels
+
+
 def test_processor_expands_image_tokens_for_nested_and_flat_images(loaded):
     model, processor = loaded
     images = _images(2)

@@ -56,6 +56,62 @@ def test_lite0_names_the_known_classes_of_bundled_photos(lite0, pixels):
     assert top1 == [698, 985]
 
 
+def _unfused_features(model, x: torch.Tensor) -> torch.Tensor:
+    """The textbook Lite0 forward (conv -> batch norm -> ReLU6, nothing folded): the oracle for the fast path."""
+    from torch.nn.functional import relu6
+
+    x = relu6(model._bn0(model._conv_stem(x)))
+    for block in model._blocks:
+        out = x
+        if block.has_expansion:
+            out = relu6(block._bn0(block._expand_conv(out)))
+        out = relu6(block._bn1(block._depthwise_conv(out)))
+        out = block._bn2(block._project_conv(out))
+        x = out + x if block.has_skip else out
+    return relu6(model._bn1(model._conv_head(x)))
+
+
+def test_folded_channels_last_forward_matches_the_unfused_network(lite0, pixels):
+    """Batch norm folded into the convs, channels-last and in-place ReLU6 change speed, not features."""
+    import copy
+
+    with torch.no_grad():
+        reference = _unfused_features(lite0, pixels)
+        fast = lite0.forward_features(pixels)
+        fast_bf16 = copy.deepcopy(lite0).to(torch.bfloat16).forward_features(pixels.to(torch.bfloat16))
+    assert torch.allclose(fast, reference, atol=1e-4, rtol=1e-4)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    cosine = torch.nn.functional.cosine_similarity(fast_bf16.float().flatten(1), reference.flatten(1))
+    assert cosine.min() > 0.99
+
+
+def test_folded_conv_bn_matches_both_norm_modes_and_passes_gradients():
+    from torch import nn
+
+    from emtbench.models.flagship.efficientnet_lite import conv_bn
+
+    torch.manual_seed(0)
+    layer = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    norm = nn.BatchNorm2d(8, eps=1e-3)
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 8, 5, 5)
+    norm.eval()
+    folded = conv_bn(layer, norm, x)
+    assert torch.allclose(folded, norm(layer(x)), atol=1e-5)
+    folded.square().sum().backward()
+    assert layer.weight.grad is not None and norm.weight.grad is not None and norm.bias.grad is not None
+    norm.train()  # batch statistics cannot be folded: the unfused path is taken
+    assert torch.allclose(
+        conv_bn(layer, norm, x),
+        nn.functional.batch_norm(layer(x), None, None, norm.weight, norm.bias, training=True, eps=norm.eps),
+        atol=1e-5,
+    )
+
+
 def test_stem_batchnorm_statistics_match_the_half_normalisation(lite0, pixels):
     """Evidence for mean/std 0.5: stem conv output variance matches the stem BN's running variance."""
     imagenet_mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]

@@ -25,11 +25,9 @@ import contextlib
 import gc
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shlex
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -169,14 +167,12 @@ def check_requirements(options: DemoOptions) -> None:
 # ---------------------------------------------------------------------------------------- commands
 
 
-def run_command(argv: list[str], *, stage: str) -> str:
-    """Run one ``emtbench`` command in this process; returns what it printed (also shown)."""
+def run_command(argv: list[str], *, stage: str) -> None:
+    """Run one ``emtbench`` command in this process, exactly as typed on the printed line."""
     from emtbench.cli import main
 
     print(f"  $ emtbench {shlex.join(argv)}", flush=True)
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(_Tee(captured)):
-        code = main(argv)
+    code = main(argv)
     gc.collect()  # the command's model is garbage now; free it before the next stage loads one
     if code == 130:
         raise KeyboardInterrupt
@@ -186,22 +182,6 @@ def run_command(argv: list[str], *, stage: str) -> str:
             where=f"demo stage {stage}",
             fix="fix the cause and rerun the same `emtbench demo` command: finished stages are kept and skipped",
         )
-    return captured.getvalue()
-
-
-class _Tee(io.TextIOBase):
-    """Show a command's output as usual while keeping a copy (build-base prints the model's folder)."""
-
-    def __init__(self, copy: io.StringIO) -> None:
-        self.copy = copy
-        self.stream = sys.stdout
-
-    def write(self, text: str) -> int:
-        self.copy.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
 
 
 @contextlib.contextmanager
@@ -244,17 +224,15 @@ def resolve_base_model(options: DemoOptions) -> tuple[Path, str, float]:
     start = time.perf_counter()
     if options.base_model is not None:
         return options.base_model.resolve(), "given with --base-model", 0.0
-    printed = run_command(["build-base"], stage="base-model")
-    folders = [
-        line.split(":", 1)[1].strip()
-        for line in printed.splitlines()
-        if line.startswith("flagship base model:")
-    ]
-    if not folders:
+    from emtbench.models.flagship.build_base import AlignmentOptions, cached_base_folder
+
+    run_command(["build-base"], stage="base-model")
+    folder = cached_base_folder(AlignmentOptions())  # where `build-base` with no flags keeps its model
+    if not (folder / "config.json").is_file():
         raise EmtbenchError(
-            "`emtbench build-base` did not print its model folder", where="demo stage base-model"
+            f"`emtbench build-base` finished but {folder} holds no model", where="demo stage base-model"
         )
-    return Path(folders[-1]).resolve(), "emtbench build-base", time.perf_counter() - start
+    return folder.resolve(), "emtbench build-base", time.perf_counter() - start
 
 
 def _model_identity(model: Path) -> str:

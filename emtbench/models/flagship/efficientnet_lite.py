@@ -67,6 +67,25 @@ def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1, grou
     return nn.Conv2d(in_channels, out_channels, kernel, stride, kernel // 2, groups=groups, bias=False)
 
 
+def conv_bn(layer: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``norm(layer(x))`` as one convolution whose weights carry the batch norm, when the norm is frozen.
+
+    Why: on CPU a separate batch-norm pass over every activation map costs about as much as the
+    depthwise convolutions themselves. An eval-mode batch norm is an affine map per channel, so
+    folding it into the weights is exact up to rounding; the fold is computed in fp32 from the
+    stored parameters on every call (a few thousand values), so the state dict keeps the shipped
+    layout, strict loading still holds, and gradients reach the conv and norm parameters unchanged.
+    The folded weights take the dtype of ``x``, so bf16-stored weights can run in fp32; run folded
+    convs in fp32 (the folded bias is a difference of large terms, which bf16 rounds badly).
+    """
+    if norm.training:
+        return norm(layer(x))
+    scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
+    weight = (layer.weight.float() * scale.view(-1, 1, 1, 1)).to(x.dtype)
+    bias = (norm.bias.float() - norm.running_mean.float() * scale).to(x.dtype)
+    return functional.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
 class MBConvBlock(nn.Module):
     """Inverted residual block without squeeze-excitation (the Lite variant)."""
 
@@ -86,10 +105,10 @@ class MBConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         if self.has_expansion:
-            out = functional.relu6(self._bn0(self._expand_conv(out)))
-        out = functional.relu6(self._bn1(self._depthwise_conv(out)))
-        out = self._bn2(self._project_conv(out))
-        return out + x if self.has_skip else out
+            out = functional.relu6(conv_bn(self._expand_conv, self._bn0, out), inplace=True)
+        out = functional.relu6(conv_bn(self._depthwise_conv, self._bn1, out), inplace=True)
+        out = conv_bn(self._project_conv, self._bn2, out)
+        return out.add_(x) if self.has_skip else out
 
 
 class EfficientNetLite(nn.Module):
@@ -119,10 +138,13 @@ class EfficientNetLite(nn.Module):
         self.head_channels = head_channels
 
     def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = functional.relu6(self._bn0(self._conv_stem(pixel_values)))
+        """Runs channels-last (oneDNN's native layout: about 2x faster on CPU in bf16) with in-place
+        activations (fresh large buffers page-fault on every allocation); the result is channels-last too."""
+        x = pixel_values.contiguous(memory_format=torch.channels_last)
+        x = functional.relu6(conv_bn(self._conv_stem, self._bn0, x), inplace=True)
         for block in self._blocks:
             x = block(x)
-        return functional.relu6(self._bn1(self._conv_head(x)))
+        return functional.relu6(conv_bn(self._conv_head, self._bn1, x), inplace=True)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (the classifier is kept only so the shipped weights load strictly)."""
