@@ -18,12 +18,13 @@ Exact CPU savings: the vision tower runs once per image (pooled features cached 
 template puts the image after the question, so each question's key/value prefix is computed once;
 the LM head runs only at answer positions; the frozen LM runs under bf16 autocast.
 
-Measured with the defaults below (`OMP_NUM_THREADS=1 emtbench build-base`, 2026-11-22, 2-core CPU
-shared with one other job, vision features already cached): 1002 s in all, alignment 600 steps at
-~1.5 s/step, loss 1.19 -> 0.010. EMT accuracy of the result through ``emtbench eval --model
-hf-multimodal --model_args pretrained=DIR --tasks emt_digits,emt_fashion_mnist --apply_chat_template
---batch_size 8 --limit 200``: digits 0.945, Fashion-MNIST 0.805 (200 held-out test images each; every
-miss a wrong-but-valid label, no empty/unparseable/hallucinated answer). The same recipe at 250 steps
+Measured with the defaults below (`emtbench build-base`, recipe 3, 2026-11-22, 2-core CPU otherwise
+idle, 2 threads, vision features already cached): 687 s in all, loss 1.17 -> 0.013. (Recipe 2, with
+OMP_NUM_THREADS=1 and one other job: 1002 s.) EMT accuracy of the result through ``emtbench eval
+--model hf-multimodal --model_args pretrained=DIR --tasks emt_digits,emt_fashion_mnist
+--apply_chat_template --batch_size 8 --limit 200``: digits 0.935, Fashion-MNIST 0.805 (200 held-out
+test images each; every miss a wrong-but-valid label, no empty/unparseable/hallucinated answer;
+recipe 2 gave 0.945 / 0.805). The same recipe at 250 steps
 gave 0.60 / 0.73 on 100 images; the linear probe on the same features tops out near 0.935 / 0.84.
 On a CPU other processes share, set OMP_NUM_THREADS=1: two OpenMP threads per process on an
 oversubscribed 2-core machine ran a training step 4-5x slower.

@@ -17,9 +17,9 @@ the scikit-learn digits and Fashion-MNIST training splits, in three CPU-sized st
   3. alignment: the whole projector trained through the frozen LM on (image, question, answer).
 The GGUF's dequantised LM, the vision features and the result are cached under ~/.cache/emtbench
 (or $EMTBENCH_CACHE_DIR) and reused, so a second call returns at once. A first build is slow on a
-laptop CPU: 1002 s for the three stages with the defaults (600 alignment steps) plus 594 s of vision
-features for 2000 images, both measured on a shared 2-core machine; it scores 94.5% (digits) and
-80.5% (Fashion-MNIST) on 200 held-out test images each. Set OMP_NUM_THREADS=1 if the CPU is shared.
+laptop CPU: 687 s for the three stages with the defaults (600 alignment steps) plus 40 s of vision
+features for 2000 images, both measured on an otherwise idle 2-core machine; it scores 93.5% (digits)
+and 80.5% (Fashion-MNIST) on 200 held-out test images each. Set OMP_NUM_THREADS=1 if the CPU is shared.
 
 Example:
   emtbench build-base --output models/flagship-base
