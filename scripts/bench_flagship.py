@@ -52,7 +52,8 @@ class MatmulMeter:
         return self.flops / self.seconds
 
 
-def eval_batches(processor, batch_size: int, count: int):
+def eval_inputs(processor, count: int) -> tuple[list, str]:
+    """The first ``count`` digits test images (RGB) and the chat prompt every one of them is asked with."""
     from emtbench.tasks.data import DataOptions, load_emt_dataset
     from emtbench.tasks.registry import get_dataset
 
@@ -60,8 +61,7 @@ def eval_batches(processor, batch_size: int, count: int):
     data = load_emt_dataset(dataset, DataOptions(split="test", source="offline")).select(range(count))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": dataset.prompt}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    images = [im.convert("RGB") for im in data["image"]]
-    return [images[i : i + batch_size] for i in range(0, count, batch_size)], prompt
+    return [im.convert("RGB") for im in data["image"]], prompt
 
 
 def run_batch(model, processor, images, prompt, new_tokens: int):
@@ -125,10 +125,11 @@ def main() -> None:
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.bfloat16).eval()
     processor = AutoProcessor.from_pretrained(args.model)
     print(f"threads: {torch.get_num_threads()}  model: {args.model}")
+    all_images, prompt = eval_inputs(processor, args.samples)
     rows = []
     with torch.inference_mode():
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            batches, prompt = eval_batches(processor, batch_size, args.samples)
+            batches = [all_images[i : i + batch_size] for i in range(0, args.samples, batch_size)]
             run_batch(model, processor, batches[0], prompt, args.new_tokens)  # warm-up
             with FlopCounterMode(display=False) as counter:
                 run_batch(model, processor, batches[0], prompt, args.new_tokens)
@@ -143,14 +144,14 @@ def main() -> None:
             peak = meter.rate
             rate = args.samples / elapsed
             achieved = rate * flops_per_sample
-            rows.append((batch_size, rate, achieved / peak, batches[0], prompt))
+            rows.append((batch_size, rate, achieved / peak, batches[0]))
             print(
                 f"batch {batch_size:>3}: {rate:6.2f} samples/s  {flops_per_sample / 1e9:5.1f} GFLOP/sample  "
                 f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:6.1%} of the bf16 matmul rate "
                 f"({peak / 1e9:.0f} GFLOP/s, 1024^2, interleaved)"
             )
         best = max(rows, key=lambda r: r[1])
-        print_breakdown(model, processor, best[3], best[4], args.new_tokens)
+        print_breakdown(model, processor, best[3], prompt, args.new_tokens)
     print(
         f"best: batch {best[0]} at {best[1]:.2f} samples/s; achieved/bf16-matmul = {best[2]:.1%} "
         f"(target >= 25%); speed-up over batch {rows[0][0]}: {best[1] / rows[0][1]:.2f}x"
