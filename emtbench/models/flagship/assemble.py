@@ -75,12 +75,24 @@ def add_image_token(tokenizer) -> int:
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
-def make_processor(tokenizer, image_size: int, image_seq_length: int):
-    from transformers import CLIPImageProcessor
+def _pil_clip_image_processor():
+    """transformers' PIL CLIP image processor, whatever this version calls it.
 
+    From transformers 5.2x, ``CLIPImageProcessor`` is the torchvision backend (falling back to PIL with a
+    warning when torchvision is missing) and ``CLIPImageProcessorPil`` the PIL one; before, the plain
+    name was PIL. The projector is aligned on PIL-preprocessed pixels, so the flagship is built with
+    PIL. (A saved checkpoint records only ``CLIPImageProcessor``; a reader with torchvision installed
+    gets the torchvision backend unless it asks for ``backend="pil"``.)
+    """
+    import transformers
+
+    return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+def make_processor(tokenizer, image_size: int, image_seq_length: int):
     from emtbench.models.flagship.processing_emt_flagship import EmtFlagshipProcessor
 
-    image_processor = CLIPImageProcessor(
+    image_processor = _pil_clip_image_processor()(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         image_mean=IMAGE_MEAN,

@@ -259,9 +259,11 @@ class _PromptPrefix:
             raise ValueError("build-base expects the image placeholders in one run (chat template)")
         self.length = first
         self.suffix = ids[first:]  # image placeholders, end of user turn, start of assistant turn
+        from emtbench.models.flagship.modeling_emt_flagship import CACHE_NAME
+
         with torch.no_grad(), autocast():
-            cache = model.model.language_model(input_ids=torch.tensor([ids[:first]]), use_cache=True)
-        self.layers = [(layer.keys, layer.values) for layer in cache.past_key_values.layers]
+            output = model.model.language_model(input_ids=torch.tensor([ids[:first]]), use_cache=True)
+        self.layers = [(layer.keys, layer.values) for layer in output[CACHE_NAME].layers]
 
     def cache(self, batch: int):
         from transformers import DynamicCache
@@ -299,7 +301,7 @@ def _answer_loss(model, processor, prefix, answers, dataset_name, label_indices,
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
-            past_key_values=prefix.cache(batch),
+            cache=prefix.cache(batch),
             image_embeds=image_embeds,
             use_cache=True,
         ).last_hidden_state

@@ -15,20 +15,33 @@ from torch import nn
 from torch.nn import functional
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
 from emtbench.models.flagship.efficientnet_lite import EfficientNetLite, StageSpec
 
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+"""What this transformers calls the key/value cache, in model outputs and ``forward`` arguments.
+
+transformers 5.24 renamed ``past_key_values`` to ``cache`` (outputs and forward keywords; the old
+keyword is still accepted with a warning until 5.40). These files also travel with checkpoints as
+remote code (``trust_remote_code=True``), so they follow the name of whichever transformers loads them.
+"""
+
 
 @dataclass
-class EmtFlagshipOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: object | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+class EmtFlagshipOutput(CausalLMOutputWithPast):
+    """transformers' causal-LM output (whatever its cache field is named) plus the projected image tokens."""
+
     image_hidden_states: torch.Tensor | None = None
+
+
+def _cache_argument(cache, past_key_values) -> dict:
+    """The cache as the keyword this transformers' language models take (either name accepted from callers)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("pass the key/value cache once, as `cache` or as `past_key_values`")
+    value = cache if cache is not None else past_key_values
+    return {CACHE_NAME: value}
 
 
 class EfficientNetLiteVisionModel(PreTrainedModel):
@@ -99,7 +112,7 @@ class EmtFlagshipPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
-    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
+    _skip_keys_device_placement: ClassVar[list[str]] = [CACHE_NAME]
     _keep_in_fp32_modules_strict: ClassVar[list[str]] = ["vision_tower"]
     """Loading with ``dtype=bfloat16`` keeps the tower fp32: its folded batch-norm statistics lose 6-8% of
     feature accuracy when rounded to bf16 (see ``EfficientNetLiteVisionModel.forward``); it is 3.4M params."""
@@ -167,9 +180,10 @@ class EmtFlagshipModel(EmtFlagshipPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         image_embeds: torch.Tensor | None = None,
+        past_key_values=None,
         **kwargs,
     ):
         if (input_ids is None) == (inputs_embeds is None):
@@ -183,8 +197,8 @@ class EmtFlagshipModel(EmtFlagshipPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            **_cache_argument(cache, past_key_values),
             **kwargs,
         )
         outputs["image_hidden_states"] = image_embeds
@@ -225,11 +239,12 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         image_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values=None,
         **kwargs,
     ) -> EmtFlagshipOutput:
         outputs = self.model(
@@ -237,9 +252,9 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             image_embeds=image_embeds,
+            **_cache_argument(cache, past_key_values),
             **kwargs,
         )
         hidden = outputs.last_hidden_state
@@ -256,8 +271,8 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
         return EmtFlagshipOutput(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.get("image_hidden_states"),
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
