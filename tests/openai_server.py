@@ -9,10 +9,14 @@ function of the request body. A behaviour is:
 
 - any text: a normal completion whose message content is that text (``"yes"``, ``"No."``, ``"maybe"``);
 - ``429`` / ``500`` / any int >= 400: that HTTP status with an OpenAI-style error body;
-- ``"hang"``: sleep :attr:`hang_seconds` before answering (makes the client time out).
+- ``"hang"``: sleep :attr:`hang_seconds` before answering (makes the client time out);
+- a fault mode (a malformed HTTP 200, see :data:`FAULTS`): ``"empty_choices"``, ``"truncated_json"``,
+  ``"html"``, ``"no_message"``, ``"null_content"``, ``"not_an_object"``, ``"drop"`` (close the
+  connection without answering);
+- a :class:`Reply` for anything else: any status, body, headers (``Retry-After``) and delay.
 
-Every request is recorded in :attr:`requests` (path, headers, parsed JSON body), so a test can
-check what arrived: the prompt, sampling parameters, a base64 image, the authorization header.
+Every request is recorded in :attr:`requests` (path, headers, parsed JSON body, arrival time), so a
+test can check what arrived: the prompt, sampling parameters, a base64 image, the authorization header.
 
 Example::
 
@@ -30,12 +34,28 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Behaviour = str | int
 HANG = "hang"
+FAULTS = ("empty_choices", "truncated_json", "html", "no_message", "null_content", "not_an_object", "drop")
+"""Replies a real provider or proxy has been seen to send with HTTP 200 (or no reply at all)."""
+
+
+@dataclass
+class Reply:
+    """A fully specified answer: status, body (bytes, or a JSON-able value), headers, delay before it."""
+
+    status: int = 200
+    body: bytes | dict[str, Any] | list[Any] | str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    then: Behaviour | None = None
+    """With a delay: what to answer after it (default: the server's default)."""
+
+
+Behaviour = str | int | Reply
 
 
 @dataclass
@@ -44,6 +64,8 @@ class RecordedRequest:
     headers: dict[str, str]
     """Header names lower-cased (HTTP headers are case-insensitive): ``headers["authorization"]``."""
     body: dict[str, Any]
+    time: float = 0.0
+    """``time.monotonic()`` when the request arrived (for backoff and Retry-After checks)."""
 
     @property
     def prompt(self) -> str:
@@ -127,9 +149,12 @@ class OpenAIServer:
                     body = json.loads(raw or b"{}")
                 except json.JSONDecodeError:
                     body = {"_raw": raw.decode("utf-8", "replace")}
+                arrived = time.monotonic()
                 with server._lock:
                     server.requests.append(
-                        RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                        RecordedRequest(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, body, arrived
+                        )
                     )
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
@@ -138,16 +163,51 @@ class OpenAIServer:
                 if behaviour == HANG:
                     server._release.wait(server.hang_seconds)
                     behaviour = server.default
-                if isinstance(behaviour, int):
+                model = body.get("model", "test-model")
+                if isinstance(behaviour, Reply):
+                    if behaviour.delay:
+                        server._release.wait(behaviour.delay)
+                    if behaviour.then is not None:
+                        behaviour = behaviour.then
+                    elif behaviour.body is None and behaviour.status == 200:
+                        behaviour = server.default
+                if isinstance(behaviour, Reply):
+                    self._send(behaviour.status, behaviour.body, behaviour.headers)
+                elif isinstance(behaviour, int):
                     self._send(behaviour, {"error": {"message": f"scripted {behaviour}", "type": "server"}})
-                    return
-                self._send(200, _completion(body.get("model", "test-model"), str(behaviour)))
+                elif behaviour in FAULTS:
+                    self._fault(behaviour, model)
+                else:
+                    self._send(200, _completion(model, str(behaviour)))
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _fault(self, fault: str, model: str) -> None:
+                completion = _completion(model, "yes")
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # no status line at all
+                elif fault == "empty_choices":
+                    self._send(200, {**completion, "choices": []})
+                elif fault == "truncated_json":
+                    text = json.dumps(completion).encode()
+                    self._send(200, text[: len(text) // 2])
+                elif fault == "html":
+                    page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+                    self._send(200, page, {"Content-Type": "text/html"})
+                elif fault == "no_message":
+                    self._send(200, {**completion, "choices": [{"index": 0, "finish_reason": "stop"}]})
+                elif fault == "null_content":
+                    choice = {"index": 0, "message": {"role": "assistant", "content": None}}
+                    self._send(200, {**completion, "choices": [choice]})
+                elif fault == "not_an_object":
+                    self._send(200, ["yes"])
+
+            def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                headers = {"Content-Type": "application/json", **(headers or {})}
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -6,8 +6,11 @@ new judge is one class plus ``@register_judge``; tasks never import a concrete j
 
 from __future__ import annotations
 
+import math
+import types
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
@@ -34,6 +37,10 @@ class Verdict(str, Enum):
 
 METRIC_NAMES: tuple[str, ...] = ("acc", *(v.value for v in Verdict if v is not Verdict.CORRECT))
 """Per-sample metrics every EMT task reports: accuracy and the rate of each other verdict."""
+COVERAGE_METRIC = "judge_coverage"
+"""Share of answers the judge could judge (1 − judge_error), reported beside ``acc``."""
+TASK_METRICS: tuple[str, ...] = (*METRIC_NAMES, COVERAGE_METRIC)
+"""Every metric an EMT task's results hold."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +67,19 @@ class Judgement:
 
 
 def scores(judgement: Judgement) -> dict[str, float]:
-    """One-hot per-sample metrics: ``acc`` and one 0/1 rate per other verdict."""
-    result = {"acc": float(judgement.correct)}
+    """Per-sample metrics: ``acc``, one 0/1 rate per other verdict, and ``judge_coverage``.
+
+    An answer the judge could not judge (``judge_error``) has no ``acc``: lm-eval averages each
+    metric over the documents that report it, so ``acc`` is accuracy over judged answers and a judge
+    outage never looks like forgetting; ``judge_coverage`` (the share judged) is reported beside it,
+    and the verdict rates stay shares of all answers.
+    """
+    judged = judgement.verdict is not Verdict.JUDGE_ERROR
+    result = {"acc": float(judgement.correct)} if judged else {}
     for verdict in Verdict:
         if verdict is not Verdict.CORRECT:
             result[verdict.value] = float(judgement.verdict is verdict)
+    result[COVERAGE_METRIC] = float(judged)
     return result
 
 
@@ -73,7 +88,9 @@ class Judge(ABC):
 
     name: ClassVar[str]
     option_keys: ClassVar[tuple[str, ...]] = ()
-    """``--metadata`` keys this judge accepts."""
+    """``--metadata`` keys this judge accepts; their types come from ``__init__``'s annotations."""
+    option_minimums: ClassVar[dict[str, float]] = {}
+    """Smallest value each numeric option accepts (inclusive)."""
 
     @property
     def identity(self) -> str:
@@ -116,7 +133,76 @@ def make_judge(metadata: dict[str, Any]) -> Judge:
             fix=f"use one of: {', '.join(sorted(JUDGES))}",
         )
     cls = JUDGES[name]
-    return cls(**{key: metadata[key] for key in cls.option_keys if key in metadata})
+    return cls(**checked_options(cls, metadata))
+
+
+def checked_options(cls: type[Judge], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The options ``cls`` takes from ``metadata``, each checked against the type ``__init__`` declares.
+
+    Values typed on a command line arrive as strings (``"8"``, ``"true"``), so numeric and boolean
+    strings are converted; anything else of the wrong type (``"eight"``, ``[1]``, ``true`` for a
+    count, ``1.5`` for an integer, NaN) is a named error before the judge is built.
+    """
+    hints = typing.get_type_hints(cls.__init__)
+    options: dict[str, Any] = {}
+    for key in cls.option_keys:
+        if key not in metadata:
+            continue
+        hint = hints.get(key)
+        value = metadata[key] if hint is None else _coerce(metadata[key], hint, key)
+        minimum = cls.option_minimums.get(key)
+        if minimum is not None and value is not None and value < minimum:
+            raise EmtbenchError(
+                f"{key} must be at least {minimum:g}, got {metadata[key]!r}",
+                where=f"--metadata {key}",
+                fix=f'e.g. {{"{key}": {max(minimum, 1):g}}}',
+            )
+        options[key] = value
+    return options
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in (bool, int, float, str):
+        if kind in allowed:
+            converted = _as(kind, value)
+            if converted is not None:
+                return converted
+    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
+    raise EmtbenchError(
+        f"{key} must be {'an' if names[0] in 'aeiou' else 'a'} {names}, got {value!r}",
+        where=f"--metadata {key}",
+        fix="see `emtbench judge-agreement --help` for each judge option",
+    )
+
+
+def _as(kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` when it unambiguously is one, else None."""
+    text = value.strip() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        return {"true": True, "false": False}.get(text.lower()) if text is not None else None
+    if isinstance(value, bool):
+        return None  # true is not a count, nor a string
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return int(text) if text is not None and text.lstrip("+-").isdigit() else None
+    if kind is float:
+        if isinstance(value, int | float):
+            number = float(value)
+        else:
+            try:
+                number = float(text) if text is not None else math.nan
+            except ValueError:
+                return None
+        return number if math.isfinite(number) else None
+    return value if isinstance(value, str) else None
 
 
 def _import_builtin_judges() -> None:

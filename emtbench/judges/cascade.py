@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from emtbench.errors import EmtbenchError
-from emtbench.judges.base import JUDGES, Judge, JudgeItem, Judgement, register_judge
+from emtbench.judges.base import JUDGES, Judge, JudgeItem, Judgement, checked_options, register_judge
 from emtbench.judges.llm import LocalLLMJudge, OpenAIJudge
 from emtbench.judges.rule import find_labels, rule_judgement, tokens
 
@@ -41,7 +41,7 @@ class CascadeJudge(Judge):
                 fix=f"use one of: {', '.join(FALLBACKS)}",
             )
         cls = JUDGES[judge_fallback]
-        self.fallback: Judge = cls(**{k: v for k, v in fallback_options.items() if k in cls.option_keys})
+        self.fallback: Judge = cls(**checked_options(cls, fallback_options))
         self.rule_decided = 0
         self.escalated = 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from emtbench.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
@@ -36,6 +36,7 @@ class EmbeddingJudge(Judge):
     """Nearest label phrase by L2 distance; cheap, needs no API, but never says "none of them"."""
 
     option_keys = ("judge_embedding_model", "judge_embedding_backend", "judge_batch_size")
+    option_minimums: ClassVar[dict[str, float]] = {"judge_batch_size": 1}
 
     def __init__(
         self,
@@ -61,7 +62,7 @@ class EmbeddingJudge(Judge):
         self.backend = judge_embedding_backend
         if self.backend == "auto":
             self.backend = "clip" if _is_clip(self.model_path) else "sentence-transformers"
-        self.batch_size = max(1, int(judge_batch_size))
+        self.batch_size = int(judge_batch_size)
         self._encoder: Any = None
         self._label_embeddings: dict[tuple[str, ...], Any] = {}
 

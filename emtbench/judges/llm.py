@@ -20,17 +20,23 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import math
 import os
 import random
 import re
+import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from emtbench.core.readers import parse_json
+from emtbench.core.secrets import redact_text, redact_url, reveal_url
 from emtbench.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.cache import VerdictCache
@@ -163,9 +169,71 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="answer", leave=False, **quiet)
 
 
+class MalformedReply(Exception):
+    """An HTTP 200 from the judge endpoint that is not a chat completion with text content."""
+
+
+def completion_text(body: str) -> str:
+    """The first choice's message content of a chat-completions reply body.
+
+    Proxies and overloaded servers answer 200 with an empty ``choices`` list, a truncated body, an
+    HTML error page or an object without ``message.content``; the openai client returns those
+    unchecked (and an index or attribute error follows), so the body is parsed and checked here.
+    """
+    try:
+        data = parse_json(body, "judge reply")
+    except EmtbenchError as error:
+        raise MalformedReply(f"body is not JSON ({error.problem}): {body[:80]!r}") from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise MalformedReply(f"no choices in the reply: {body[:80]!r}")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise MalformedReply(f"choices[0].message.content is not text: {body[:80]!r}")
+    return content
+
+
+MAX_WAIT = 60.0
+"""Longest pause between attempts, whatever the backoff or a server's Retry-After says."""
+
+
+def retry_after_seconds(headers) -> float | None:
+    """What a server asked us to wait (``retry-after-ms``, or ``Retry-After`` in seconds or as a date)."""
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    try:
+        if milliseconds is not None and math.isfinite(float(milliseconds)) and float(milliseconds) >= 0:
+            return float(milliseconds) / 1000
+    except ValueError:
+        pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 @register_judge("llm")
 class OpenAIJudge(YesNoJudge):
-    """The paper's judge against any OpenAI-compatible chat-completions endpoint."""
+    """The paper's judge against any OpenAI-compatible chat-completions endpoint.
+
+    Every failure of one request (a connection error, a timeout, 408/429/5xx, or a malformed 200
+    reply) is a failed attempt: retried with exponential backoff, or after the server's
+    ``Retry-After`` when it gives one, up to ``judge_max_attempts``; then that answer is
+    ``judge_error`` and the run goes on. Only a refusal of the credentials, model or URL (401, 403,
+    404), which no retry can fix, stops the run, before any answer is lost.
+    """
 
     option_keys = (
         *YesNoJudge.option_keys,
@@ -177,6 +245,12 @@ class OpenAIJudge(YesNoJudge):
         "judge_timeout",
         "judge_backoff",
     )
+    option_minimums: ClassVar[dict[str, float]] = {
+        "judge_concurrency": 1,
+        "judge_max_attempts": 1,
+        "judge_timeout": 0.001,
+        "judge_backoff": 0,
+    }
 
     def __init__(
         self,
@@ -205,24 +279,24 @@ class OpenAIJudge(YesNoJudge):
                 fix=f"export {judge_api_key_env}=... (servers that ignore keys accept any value), "
                 "or name another variable with judge_api_key_env",
             )
-        if int(judge_concurrency) < 1 or int(judge_max_attempts) < 1:
+        base_url = reveal_url(judge_base_url) or os.environ.get("OPENAI_BASE_URL")
+        if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
             raise EmtbenchError(
-                "judge_concurrency and judge_max_attempts must be at least 1",
-                where="--metadata",
-                fix='e.g. {"judge_concurrency": 8, "judge_max_attempts": 5}',
+                f"judge_base_url {redact_url(base_url)!r} is not an http(s) URL",
+                where="--metadata judge_base_url",
+                fix='e.g. "judge_base_url": "http://127.0.0.1:8000/v1"',
             )
         super().__init__(judge_cache)
-        self.model = str(judge_model)
-        self.base_url = judge_base_url or os.environ.get("OPENAI_BASE_URL")
-        self.concurrency = int(judge_concurrency)
-        self.max_attempts = int(judge_max_attempts)
-        self.backoff = float(judge_backoff)
+        self.model = judge_model
+        self.base_url = base_url
+        self.concurrency = judge_concurrency
+        self.max_attempts = judge_max_attempts
+        self.backoff = judge_backoff
         self._secret = key
         # Retries are ours (not the client's) so the attempt cap and backoff are exact and testable.
-        self._client = openai.OpenAI(
-            api_key=key, base_url=self.base_url, timeout=float(judge_timeout), max_retries=0
-        )
+        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=judge_timeout, max_retries=0)
         self._openai = openai
+        self._count_lock = threading.Lock()
         self.attempts = 0
         self.errors = 0
 
@@ -232,7 +306,8 @@ class OpenAIJudge(YesNoJudge):
         return f"llm|{self.model}|{_public_url(self.base_url)}|prompt={prompt_id}|T={PAPER_SAMPLING['temperature']}"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        text = text.replace(self._secret, "***") if self._secret else text
+        return redact_text(text)
 
     def _retryable(self, error: Exception) -> bool:
         o = self._openai
@@ -240,32 +315,45 @@ class OpenAIJudge(YesNoJudge):
             return True
         return isinstance(error, o.APIStatusError) and (error.status_code >= 500 or error.status_code == 408)
 
+    def _request(self, prompt: str) -> str:
+        raw = self._client.chat.completions.with_raw_response.create(
+            model=self.model,
+            messages=[{"role": "user", "content": prompt}],
+            **PAPER_SAMPLING,
+        )
+        return completion_text(raw.http_response.text)
+
     def _ask_one(self, prompt: str) -> str | None:
         o = self._openai
         for attempt in range(1, self.max_attempts + 1):
-            self.attempts += 1
+            with self._count_lock:
+                self.attempts += 1
+            asked_wait = None
             try:
-                response = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[{"role": "user", "content": prompt}],
-                    **PAPER_SAMPLING,
-                )
-                return response.choices[0].message.content or ""
+                return self._request(prompt)
             except (o.AuthenticationError, o.PermissionDeniedError, o.NotFoundError) as error:
                 raise EmtbenchError(
                     f"the judge endpoint refused the request: {self._redact(str(error))}",
                     where=f"--metadata judge_model={self.model} judge_base_url={_public_url(self.base_url)}",
                     fix="check the model name, the base URL and the API key variable",
                 ) from None
-            except o.APIError as error:
-                if not self._retryable(error) or attempt == self.max_attempts:
-                    self.errors += 1
+            except (o.APIError, MalformedReply) as error:
+                retryable = isinstance(error, MalformedReply) or self._retryable(error)
+                if not retryable or attempt == self.max_attempts:
+                    with self._count_lock:
+                        self.errors += 1
                     logger.warning(
                         "llm judge gave up after %d attempt(s): %s", attempt, self._redact(str(error))
                     )
                     return None
-            # Exponential backoff with jitter, so concurrent workers do not retry in lockstep.
-            time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+                response = getattr(error, "response", None)
+                asked_wait = retry_after_seconds(getattr(response, "headers", None))
+            # Exponential backoff with jitter, so concurrent workers do not retry in lockstep; a
+            # server's Retry-After is a floor (it knows when it will take requests again).
+            wait = self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+            if asked_wait is not None:
+                wait = max(wait, asked_wait)
+            time.sleep(min(MAX_WAIT, wait))
         return None
 
     def _ask(self, prompts: Sequence[str]) -> Iterator[tuple[int, str | None]]:
@@ -305,6 +393,7 @@ class LocalLLMJudge(YesNoJudge):
     """
 
     option_keys = (*YesNoJudge.option_keys, "judge_model", "judge_batch_size", "judge_max_new_tokens")
+    option_minimums: ClassVar[dict[str, float]] = {"judge_batch_size": 1, "judge_max_new_tokens": 1}
 
     def __init__(
         self,
@@ -323,8 +412,8 @@ class LocalLLMJudge(YesNoJudge):
             )
         super().__init__(judge_cache)
         self.model_path = path
-        self.batch_size = max(1, int(judge_batch_size))
-        self.max_new_tokens = int(judge_max_new_tokens)
+        self.batch_size = judge_batch_size
+        self.max_new_tokens = judge_max_new_tokens
         self._model: Any = None
         self._tokenizer: Any = None
 

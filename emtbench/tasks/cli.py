@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from emtbench.errors import EmtbenchError
 from emtbench.tasks import TASKS_DIR
 
 EVAL_HELP = f"""\
@@ -66,26 +68,67 @@ def _requested_tasks(argv: list[str]) -> list[str]:
     return []
 
 
+def _option_value(argv: list[str], *names: str) -> str | None:
+    """The last value given to one of ``names`` (``--limit 5`` or ``--limit=5``)."""
+    found = None
+    for index, arg in enumerate(argv):
+        for name in names:
+            if arg == name and index + 1 < len(argv):
+                found = argv[index + 1]
+            elif arg.startswith(name + "="):
+                found = arg.split("=", 1)[1]
+    return found
+
+
+def check_limit(argv: list[str]) -> None:
+    """lm-eval's ``--limit``: a count ≥ 1 or a fraction in (0, 1); 0 or less crashes mid-run."""
+    value = _option_value(argv, "--limit", "-L")
+    if value is None:
+        return
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = float("nan")
+    if not limit > 0 or limit == float("inf") or (limit >= 1 and not limit.is_integer()):
+        raise EmtbenchError(
+            f"--limit must be a number of documents (1, 2, ...) or a fraction in (0, 1), got {value!r}",
+            where="--limit",
+            fix="e.g. --limit 100 (the first 100 documents of each task) or --limit 0.1",
+        )
+
+
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
     from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
 
     if not argv or argv[0] in ("-h", "--help"):
         print(EVAL_HELP)
         argv = ["run", "--help"]
-    elif any(task.startswith("emt") for task in _requested_tasks(argv)):
-        check_metadata_keys(cli_metadata(argv))  # fail before a model is loaded
+    else:
+        check_limit(argv)
+        metadata = cli_metadata(argv)  # a named error for bad --metadata, before a model is loaded
+        if any(task.startswith("emt") for task in _requested_tasks(argv)):
+            check_metadata_keys(metadata)
     return run_lm_eval(argv)
 
 
 def run_lm_eval(argv: list[str]) -> int:
-    """Run lm_eval's own CLI in this process, with the EMT task folder included."""
+    """Run lm_eval's own CLI in this process, with the EMT task folder included.
+
+    URL credentials in ``--metadata`` are handed to lm-eval redacted (it copies metadata into the
+    results file), and any that reach a results file some other way (``--model_args``) are scrubbed
+    from it after the run.
+    """
+    import time
+
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
     import emtbench.models  # noqa: F401  (registers emtbench's lm-eval models)
+    from emtbench.tasks.runtime import hide_metadata_secrets
 
     saved_argv = sys.argv
-    sys.argv = ["lm_eval", *argv]
+    sys.argv = ["lm_eval", *hide_metadata_secrets(argv)]
+    started = time.time()
     try:
         setup_logging()
         cli = HarnessCLI()
@@ -93,7 +136,40 @@ def run_lm_eval(argv: list[str]) -> int:
         if hasattr(parsed, "include_path"):
             user_path = parsed.include_path
             parsed.include_path = [user_path, str(TASKS_DIR)] if user_path else str(TASKS_DIR)
-        cli.execute(parsed)
+        try:
+            cli.execute(parsed)
+        except ValueError as error:
+            if str(error).startswith("Tasks not found"):
+                raise EmtbenchError(
+                    str(error),
+                    where="--tasks",
+                    fix="list the EMT tasks with `emtbench eval --help` and lm-eval's with "
+                    "`lm_eval ls tasks`; task names are comma-separated with no spaces",
+                ) from None
+            raise
+        output_path = getattr(parsed, "output_path", None)
+        if output_path:
+            scrub_results_files(Path(output_path), since=started)
     finally:
         sys.argv = saved_argv
     return 0
+
+
+def scrub_results_files(output_path: Path, *, since: float) -> list[Path]:
+    """Redact URL credentials in the results files lm-eval wrote under ``output_path`` this run."""
+    from emtbench.core.secrets import has_secret, redact_text
+    from emtbench.fsutil import write_text_atomically
+
+    scrubbed = []
+    folder = output_path if output_path.is_dir() else output_path.parent
+    for path in folder.rglob("results_*.json") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < since - 1:
+                continue
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if has_secret(text):
+            write_text_atomically(path, redact_text(text))
+            scrubbed.append(path)
+    return scrubbed

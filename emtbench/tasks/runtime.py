@@ -11,10 +11,12 @@ so logged samples keep the model's own words.
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 from typing import Any
 
+from emtbench.core.readers import parse_json
+from emtbench.core.secrets import hide_url
 from emtbench.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, judge_option_keys, make_judge, scores
 from emtbench.tasks.data import DataOptions, load_emt_dataset
@@ -30,22 +32,79 @@ def metadata_keys() -> set[str]:
     return set(DataOptions.KEYS) | judge_option_keys()
 
 
+METADATA_FIX = 'one JSON object, e.g. --metadata \'{"split": "test", "judge": "rule"}\', or key=value pairs'
+
+
+def _metadata_tokens(argv: list[str]) -> tuple[list[list[str]], list[str]]:
+    """The values of every ``--metadata`` in ``argv`` (as lm-eval's parser groups them), and argv without them."""
+    groups: list[list[str]] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg.startswith("--metadata="):
+            groups.append([arg.split("=", 1)[1]])
+        elif arg == "--metadata":
+            values = []
+            while index + 1 < len(argv) and not argv[index + 1].startswith("-"):
+                index += 1
+                values.append(argv[index])
+            groups.append(values)
+        else:
+            rest.append(arg)
+        index += 1
+    return groups, rest
+
+
+def parse_metadata_values(values: list[str]) -> dict[str, Any]:
+    """One ``--metadata``'s values as lm-eval reads them (a JSON object, or key=value tokens), strictly.
+
+    The JSON is read with emtbench's strict reader (duplicate keys, NaN and bad syntax are named
+    errors; lm-eval would raise a bare ValueError, or keep the last duplicate).
+    """
+    if not values:
+        raise EmtbenchError("--metadata needs a value", where="--metadata", fix=METADATA_FIX)
+    if values[0].lstrip().startswith("{"):
+        metadata = parse_json(values[0], "--metadata", fix=METADATA_FIX)
+        if not isinstance(metadata, dict):
+            raise EmtbenchError("must be a JSON object", where="--metadata", fix=METADATA_FIX)
+        return metadata
+    from lm_eval._cli.utils import key_val_to_dict
+
+    metadata: dict[str, Any] = {}
+    for value in values:
+        try:
+            metadata.update(key_val_to_dict(value))
+        except ValueError as error:
+            raise EmtbenchError(str(error), where="--metadata", fix=METADATA_FIX) from None
+    return metadata
+
+
 def cli_metadata(argv: list[str] | None = None) -> dict[str, Any]:
     """The ``--metadata`` a user typed (lm-eval merges it with model args, hiding typos)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not any(a == "--metadata" or a.startswith("--metadata=") for a in argv):
-        return {}
-    try:
-        from lm_eval._cli.utils import MergeDictAction
-    except ImportError:  # pragma: no cover - older lm-eval
-        return {}
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--metadata", nargs="+", action=MergeDictAction, default=None)
-    try:
-        known, _ = parser.parse_known_args(argv)
-    except (SystemExit, ValueError):
-        return {}
-    return dict(known.metadata or {})
+    groups, _ = _metadata_tokens(argv)
+    metadata: dict[str, Any] = {}
+    for values in groups:
+        metadata.update(parse_metadata_values(values))
+    return metadata
+
+
+def hide_metadata_secrets(argv: list[str]) -> list[str]:
+    """``argv`` with one ``--metadata`` JSON whose URL credentials are redacted (kept in this process).
+
+    lm-eval copies ``--metadata`` into every results file; a judge_base_url such as
+    ``https://user:password@proxy/v1`` is passed on as ``https://***@proxy/v1`` and the judge, in this
+    process, gets the real URL back (:func:`emtbench.core.secrets.reveal_url`).
+    """
+    groups, rest = _metadata_tokens(argv)
+    if not groups:
+        return list(argv)
+    metadata = cli_metadata(argv)
+    hidden = {key: hide_url(value) if isinstance(value, str) else value for key, value in metadata.items()}
+    if hidden == metadata:
+        return list(argv)
+    return [*rest, "--metadata", json.dumps(hidden)]
 
 
 def check_metadata_keys(metadata: dict[str, Any]) -> None:

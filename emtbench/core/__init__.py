@@ -1,0 +1,1 @@
+"""Lowest layer: what every other package relies on (errors, file writing, reading untrusted input)."""
