@@ -115,7 +115,7 @@ def write_refcoco(root: Path, refs_per_subset: int, *, images: bool = True) -> N
 
 def test_slim_vqav2_equals_the_reference_procedure(tmp_path: Path) -> None:
     question_ids = random.Random(5).sample(range(10_000_000), 5000)
-    write_vqav2(tmp_path, question_ids, images=False)
+    write_vqav2(tmp_path, question_ids)
     data = load_vl_dataset("vqav2", slim=True, data_dir=str(tmp_path))
 
     expected = list(question_ids)  # SPEC §5: annotation-file order, shuffled with Random(21), first 1024
@@ -128,7 +128,7 @@ def test_slim_vqav2_equals_the_reference_procedure(tmp_path: Path) -> None:
 
 
 def test_slim_refcoco_takes_1024_of_each_subset_in_shuffled_order(tmp_path: Path) -> None:
-    write_refcoco(tmp_path / "download" / "refcoco", refs_per_subset=800, images=False)
+    write_refcoco(tmp_path / "download" / "refcoco", refs_per_subset=800)
     data = load_vl_dataset("refcoco", slim=True, data_dir=str(tmp_path))
 
     # The reference: one example per val sentence, RefCOCO then RefCOCO+ then RefCOCOg, in refs order.

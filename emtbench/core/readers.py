@@ -55,9 +55,9 @@ def read_text(path: str | Path, *, what: str = "file", fix: str | None = None) -
     try:
         data = path.read_bytes()
     except IsADirectoryError:
-        raise EmtbenchError(f"{what} is a folder, not a file", where=str(path), fix=fix) from None
+        raise EmtbenchError(f"cannot read the {what} (it is a folder)", where=str(path), fix=fix) from None
     except FileNotFoundError:
-        raise EmtbenchError(f"{what} not found", where=str(path), fix=fix) from None
+        raise EmtbenchError(f"cannot read the {what} (no such file)", where=str(path), fix=fix) from None
     except OSError as error:
         raise EmtbenchError(
             f"cannot read the {what} ({error.strerror or error})", where=str(path), fix=fix
@@ -148,7 +148,7 @@ def iter_json_lines(
     text = read_text(path, what=what, fix=fix)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield number, parse_json(line, f"{path}:{number}", fix=fix)
+            yield number, parse_json(line, f"{path}: line {number}", fix=fix)
 
 
 def check_shape(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes: int | None = None) -> None:

@@ -7,13 +7,14 @@ asked for a partial build.
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from emtbench.core.readers import read_json
 from emtbench.errors import EmtbenchError
 from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
 from emtbench.leaderboard.results import RunResults, read_results, sample_file_task
@@ -63,6 +64,10 @@ class Row:
     continual: AccuracyMatrix | None = None
     bwt: float | None = None
     continual_forgetting: float | None = None
+    coverage: dict[str, float] = field(default_factory=dict)
+    """Share of answers the judge could judge, per judged task, in [0, 1]."""
+    low_coverage: list[str] = field(default_factory=list)
+    """Tasks whose coverage is below the manifest's ``min_judge_coverage`` (flagged on the page)."""
 
 
 @dataclass
@@ -73,6 +78,9 @@ class Leaderboard:
     tasks: list[str]
     rows: list[Row]
     problems: list[Problem]
+    flags: list[Problem] = field(default_factory=list)
+    """What is shown but should be read with care (low judge coverage); never blocks a build."""
+    min_judge_coverage: float = 0.95
 
     @property
     def delta_groups(self) -> list[str]:
@@ -131,10 +139,32 @@ def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector
         metric = results.metric[task].split(",")[0]
         filter_name = results.metric[task].split(",", 1)[1] if "," in results.metric[task] else None
         try:
-            scores[task] = read_sample_scores(path, metric, filter_name)
+            task_scores = read_sample_scores(path, metric, filter_name)
         except EmtbenchError as error:
             issues.add(where, describe(error), f"no interval for {task}")
+            continue
+        disagreement = _disagreement(task, task_scores, results)
+        if disagreement:
+            issues.add(where, f"{path}: {disagreement}", f"no interval for {task}")
+            continue
+        scores[task] = task_scores
     return scores
+
+
+def _disagreement(task: str, task_scores: Any, results: RunResults) -> str | None:
+    """Why a samples file does not describe the run its results file reports, or None if it does."""
+    count = results.counts.get(task)
+    if count is not None:
+        expected = round(count * results.coverage.get(task, 1.0))  # judge errors carry no score
+        if expected != len(task_scores):
+            return f"holds {len(task_scores)} scored samples of {task} but the results file counts {expected}"
+    mean = 100.0 * float(task_scores.mean())
+    if not math.isclose(mean, results.accuracy[task], rel_tol=1e-9, abs_tol=1e-6):
+        return (
+            f"its samples average {mean:.4f}% on {task} but the results file reports "
+            f"{results.accuracy[task]:.4f}% (samples of another run?)"
+        )
+    return None
 
 
 def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _Collector) -> float | None:
@@ -142,11 +172,17 @@ def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _C
         return entry.params_changed
     path = _resolve(manifest_path, entry.run_record)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        value = record.get("parameters", {}).get("changed_fraction")
-    except (OSError, json.JSONDecodeError, AttributeError) as error:
-        issues.add(f"{where}.run_record", f"cannot read {path} ({error})", "parameters changed left empty")
+        record = read_json(path, what="run record")
+    except EmtbenchError as error:
+        issues.add(f"{where}.run_record", describe(error), "parameters changed left empty")
         return None
+    parameters = record.get("parameters") if isinstance(record, dict) else None
+    if not isinstance(parameters, dict | None):
+        issues.add(
+            f"{where}.run_record", f"{path}: `parameters` is not a mapping", "parameters changed left empty"
+        )
+        return None
+    value = (parameters or {}).get("changed_fraction")
     if value is None:
         return None  # the record simply does not say; nothing is wrong
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -164,8 +200,8 @@ def _continual(entry: RunEntry, row: Row, manifest_path: Path, where: str, issue
         return
     path = _resolve(manifest_path, entry.accuracy_matrix)
     try:
-        matrix = AccuracyMatrix.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, EmtbenchError) as error:
+        matrix = AccuracyMatrix.from_dict(read_json(path, what="accuracy matrix"))
+    except EmtbenchError as error:
         issues.add(
             f"{where}.accuracy_matrix", f"{path}: {error}".replace("\n", " "), "no heatmap, BWT or forgetting"
         )
@@ -188,7 +224,15 @@ def _load_row(
             f"run {entry.name!r} skipped",
         )
         return None
-    row = Row(entry, results.accuracy)
+    row = Row(entry, results.accuracy, coverage=dict(results.coverage))
+    for task in results.unjudged:
+        issues.add(
+            f"{where}.results ({results.path})",
+            f"the judge could judge none of the answers of {task} (judge_coverage 0)",
+            "its cell is empty; rerun `emtbench eval` once the judge is reachable (judged verdicts are cached)",
+        )
+    threshold = manifest.min_judge_coverage
+    row.low_coverage = [t for t, c in results.coverage.items() if t in results.accuracy and c < threshold]
     _load_samples(entry, results, manifest_path, where + ".samples", issues)
     scores = _sample_scores(row, results, where + ".samples", issues)
     options = manifest.bootstrap.model_dump()
@@ -268,6 +312,23 @@ def _compare(
             row.average = mean(row.accuracy[t] for t in (*original, *target))
 
 
+def _base_cycles(manifest: Manifest) -> dict[str, str]:
+    """Runs on a cycle of ``base`` links (A's base is B, B's base is A), each with the cycle spelled out."""
+    base_of = {}
+    for entry in manifest.runs:
+        base_of.setdefault(entry.name, entry.base)
+    cycles: dict[str, str] = {}
+    for start in base_of:
+        chain = [start]
+        current = base_of[start]
+        while current is not None and current in base_of and current not in chain:
+            chain.append(current)
+            current = base_of[current]
+        if current == start and len(chain) > 1:
+            cycles[start] = " → ".join([*chain, start])
+    return cycles
+
+
 def order_tasks(groups: dict[str, list[str]], rows: list[Row], wanted: list[str] | None) -> list[str]:
     """Table columns: the manifest's list, else every evaluated task in group order, then the rest sorted."""
     if wanted:
@@ -300,7 +361,16 @@ def build_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Le
         if found is not None:
             loaded[entry.name] = found
             rows.append(found[0])
-    lb = Leaderboard(manifest.title, manifest.description, groups, [], rows, issues.problems)
+    lb = Leaderboard(
+        manifest.title,
+        manifest.description,
+        groups,
+        [],
+        rows,
+        issues.problems,
+        min_judge_coverage=manifest.min_judge_coverage,
+    )
+    in_cycle = _base_cycles(manifest)
     for row in tqdm(rows, desc="scoring runs", unit="run", disable=not progress):
         entry = row.entry
         where = _where(manifest_path, first_index[entry.name])
@@ -308,6 +378,12 @@ def build_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Le
         if entry.base is not None:
             if entry.base == entry.name:
                 issues.add(f"{where}.base", "a run cannot be its own base", "Δ and forgetting left empty")
+            elif entry.name in in_cycle:
+                issues.add(
+                    f"{where}.base",
+                    f"runs name each other as base ({in_cycle[entry.name]})",
+                    "Δ and forgetting left empty",
+                )
             elif entry.base not in loaded:
                 reason = (
                     "was skipped (see above)" if entry.base in first_index else "is not a run in the manifest"
@@ -335,6 +411,16 @@ def build_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Le
             else:
                 row.encoder_gap = mean(encoder[0].accuracy[t] - row.accuracy[t] for t in shared)  # type: ignore[index]
     lb.tasks = order_tasks(groups, rows, manifest.tasks)
+    for row in rows:
+        for task in row.low_coverage:
+            lb.flags.append(
+                Problem(
+                    f"{_where(manifest_path, first_index[row.entry.name])} ({row.entry.name}) {task}",
+                    f"the judge could judge only {100 * row.coverage[task]:.1f}% of the answers "
+                    f"(below {100 * manifest.min_judge_coverage:.0f}%)",
+                    "its accuracy is over the judged answers only; rerun once the judge is reachable",
+                )
+            )
     for group, datasets in groups.items():  # unused groups stay valid; a group Δ needs all of its datasets
         if not datasets:
             issues.add(f"{manifest_path}: groups.{group}", "group has no datasets", "no Δ for it")

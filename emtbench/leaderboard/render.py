@@ -56,6 +56,8 @@ def row_record(row: Row, lb: Leaderboard) -> dict[str, Any]:
         "average": _number(row.average),
         "params_changed": _number(row.params_changed, 8),
         "encoder_gap": _number(row.encoder_gap),
+        "judge_coverage": {task: _number(row.coverage[task]) for task in lb.tasks if task in row.coverage},
+        "low_judge_coverage": list(row.low_coverage),
         "continual": None,
     }
     if row.continual is not None:
@@ -79,9 +81,12 @@ def render_json(lb: Leaderboard) -> str:
         "tasks": lb.tasks,
         "runs": [row_record(row, lb) for row in lb.rows],
         "skipped": [{"where": p.where, "problem": p.message, "left_out": p.consequence} for p in lb.problems],
+        "min_judge_coverage": lb.min_judge_coverage,
+        "flags": [{"where": p.where, "problem": p.message, "meaning": p.consequence} for p in lb.flags],
     }
     # Compact: json.dumps with indent falls back to the pure-Python encoder, 10x slower at 1,000 runs.
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+    # allow_nan=False: the readers refuse NaN, so one here is a bug to surface, not JSON to write.
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _csv_text(value: str | None) -> str:
@@ -100,6 +105,7 @@ def render_csv(lb: Leaderboard) -> str:
     header += [f"ci_low:{task}" for task in lb.tasks] + [f"ci_high:{task}" for task in lb.tasks]
     header += [f"delta:{group}" for group in lb.delta_groups]
     header += ["A_o", "A_t", "h_score", "avg", "params_changed", "encoder_gap", "bwt", "continual_forgetting"]
+    header += ["low_judge_coverage"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -113,6 +119,7 @@ def render_csv(lb: Leaderboard) -> str:
         cells += [_csv_number(v) for v in (row.original, row.target, row.h_score, row.average)]
         cells += [_csv_number(row.params_changed, 8), _csv_number(row.encoder_gap)]
         cells += [_csv_number(row.bwt), _csv_number(row.continual_forgetting)]
+        cells.append(_csv_text(" ".join(row.low_coverage)))
         writer.writerow(cells)
     return buffer.getvalue()
 
@@ -148,6 +155,9 @@ figcaption{font-size:12px;font-weight:600;margin-bottom:4px;max-width:420px;over
 svg text{font:10px system-ui,sans-serif;fill:#333}
 .problems{border:1px solid #e5c07b;background:#fff8e6;border-radius:8px;padding:8px 14px;margin:12px 0}
 .problems li{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap}
+.flags{border:1px solid #e5a0a0;background:#fff1f1;border-radius:8px;padding:8px 14px;margin:12px 0}
+.flags li{font-size:12px}
+td.low-coverage{background:#fde2e2}td.low-coverage::after{content:" \\26A0";color:var(--bad)}
 footer{margin-top:32px;color:var(--muted);font-size:12px}
 """
 
@@ -212,7 +222,12 @@ def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
 
 
 def _num_cell(
-    value: float | None, *, signed: bool = False, ci: tuple[float, float] | None = None, extra: str = ""
+    value: float | None,
+    *,
+    signed: bool = False,
+    ci: tuple[float, float] | None = None,
+    extra: str = "",
+    note: str = "",
 ) -> str:
     shown = escape(_fmt(value, signed=signed))
     classes = [extra] if extra else []
@@ -224,7 +239,10 @@ def _num_cell(
     title = ""
     if ci is not None:
         interval = f'<span class="ci">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
-        title = f' title="95% bootstrap interval {_fmt(ci[0])}–{_fmt(ci[1])}"'
+        title = f"95% bootstrap interval {_fmt(ci[0])}–{_fmt(ci[1])}"
+    if note:
+        title = f"{title}; {note}" if title else note
+    title = f' title="{escape(title)}"' if title else ""
     return f'<td{class_attr} data-v="{sort_value}"{title}>{shown}{interval}</td>'
 
 
@@ -274,11 +292,16 @@ def _table(lb: Leaderboard) -> str:
         ).lower()
         cells = [_text_cell(None, name_html), _text_cell(entry.method), _text_cell(entry.base)]
         for index, task in enumerate(lb.tasks):
-            cells.append(
-                _num_cell(
-                    row.accuracy.get(task), ci=row.ci.get(task), extra="group-start" if index == 0 else ""
-                )
+            low = task in row.low_coverage
+            classes = " ".join(
+                filter(None, ("group-start" if index == 0 else "", "low-coverage" if low else ""))
             )
+            note = (
+                f"the judge judged only {100 * row.coverage[task]:.1f}% of the answers; accuracy is over those"
+                if low
+                else ""
+            )
+            cells.append(_num_cell(row.accuracy.get(task), ci=row.ci.get(task), extra=classes, note=note))
         for index, group in enumerate(lb.delta_groups):
             cells.append(
                 _num_cell(
@@ -499,6 +522,17 @@ def _problems(lb: Leaderboard) -> str:
     )
 
 
+def _flags(lb: Leaderboard) -> str:
+    if not lb.flags:
+        return ""
+    items = "".join(f"<li>{escape(str(flag))}</li>" for flag in lb.flags)
+    return (
+        f'<section class="flags"><strong>Low judge coverage: {len(lb.flags)} cell(s) (marked ⚠) rest on '
+        f"fewer than {100 * lb.min_judge_coverage:.0f}% of the answers; a judge outage is not forgetting"
+        f"</strong><ul>{items}</ul></section>"
+    )
+
+
 def render_html(lb: Leaderboard) -> str:
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     policy = (
@@ -525,6 +559,7 @@ def render_html(lb: Leaderboard) -> str:
 the group's accuracies for the base minus that of the run: positive = forgetting, negative = backward transfer.
 H-score = harmonic mean of the original-task (A_o) and target-task (A_t) averages. Click a header to sort.</p>
 {_problems(lb)}
+{_flags(lb)}
 <div class="controls">
 <input id="filter" type="search" placeholder="Filter by model, method or base" aria-label="filter runs">
 <select id="method" aria-label="method"><option value="">all methods</option>{options}</select>

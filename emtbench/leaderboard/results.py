@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emtbench.core.readers import read_json
 from emtbench.errors import EmtbenchError
 
 # Preferred accuracy-like metric per task, in order; a manifest's `metrics:` overrides per task.
@@ -21,6 +22,12 @@ class RunResults:
     accuracy: dict[str, float]
     metric: dict[str, str]
     samples: dict[str, Path] = field(default_factory=dict)
+    coverage: dict[str, float] = field(default_factory=dict)
+    """Share of answers the judge could judge, per judged task (EMT tasks), in [0, 1]."""
+    unjudged: list[str] = field(default_factory=list)
+    """Tasks with no accuracy because the judge could judge none of their answers."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Documents evaluated per task (lm-eval's ``n-samples``), where the file says."""
 
 
 def find_results_file(path: Path) -> Path:
@@ -60,31 +67,65 @@ def _pick_metric(task: str, values: dict, wanted: str | None) -> tuple[str, floa
     )
 
 
+COVERAGE_KEY = "judge_coverage"
+JUDGE_ERROR_KEY = "judge_error"
+
+
+def _coverage(values: dict) -> float | None:
+    """``judge_coverage`` of a task, or 1 − ``judge_error`` for results written before it existed."""
+    for name, invert in ((COVERAGE_KEY, False), (JUDGE_ERROR_KEY, True)):
+        key = f"{name},{PREFERRED_FILTER}"
+        value = values.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            if not 0.0 <= value <= 1.0:
+                raise EmtbenchError(f"{key} = {value} is not a share in [0, 1]")
+            return 1.0 - value if invert else float(value)
+    return None
+
+
+def _count(data: dict, task: str) -> int | None:
+    entry = (data.get("n-samples") or {}).get(task) if isinstance(data.get("n-samples"), dict) else None
+    value = entry.get("effective") if isinstance(entry, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 def read_results(path: Path, metric_overrides: dict[str, str]) -> RunResults:
-    """Accuracies (in %) of every task in an lm-eval results file; group aggregates are left out."""
+    """Accuracies (in %) of every task in an lm-eval results file; group aggregates are left out.
+
+    Read strictly (duplicate keys, NaN/Infinity and non-UTF-8 text are errors). A judged task whose
+    judge could judge none of its answers has no accuracy; it is listed in ``unjudged``.
+    """
     path = find_results_file(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise EmtbenchError(f"cannot read results file ({error})") from None
-    except json.JSONDecodeError as error:
-        raise EmtbenchError(f"not valid JSON: {error}", fix="pass the results_*.json lm-eval wrote") from None
+    data = read_json(path, what="results file", fix="pass the results_*.json lm-eval wrote")
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict) or not data["results"]:
         raise EmtbenchError("no `results` mapping of tasks", fix="pass the results_*.json lm-eval wrote")
     group_names = set(data.get("group_subtasks") or {}) | set(data.get("groups") or {})
-    accuracy: dict[str, float] = {}
-    metric: dict[str, str] = {}
+    results = RunResults(path, {}, {})
     for task, values in data["results"].items():
         if task in group_names:
             continue
         if not isinstance(values, dict):
             raise EmtbenchError(f"results.{task} is not a mapping of metrics")
+        coverage = _coverage(values)
+        if coverage is not None:
+            results.coverage[task] = coverage
+        if coverage == 0.0 and not any(key.split(",")[0] == "acc" for key in values):
+            results.unjudged.append(task)
+            continue
         key, value = _pick_metric(task, values, metric_overrides.get(task))
         if not 0.0 <= value <= 1.0:
             raise EmtbenchError(f"results.{task}.{key} = {value} is not an accuracy in [0, 1]")
-        accuracy[task] = 100.0 * value
-        metric[task] = key
-    return RunResults(path, accuracy, metric, discover_samples(path, set(accuracy)))
+        results.accuracy[task] = 100.0 * value
+        results.metric[task] = key
+        count = _count(data, task)
+        if count is not None:
+            results.counts[task] = count
+    if not results.accuracy and not results.unjudged:
+        raise EmtbenchError(
+            "no task results besides group aggregates", fix="pass the results_*.json lm-eval wrote"
+        )
+    results.samples = discover_samples(path, set(results.accuracy))
+    return results
 
 
 def sample_file_task(path: Path) -> str | None:

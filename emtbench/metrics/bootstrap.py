@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emtbench.core.readers import parse_json, read_text
 from emtbench.errors import EmtbenchError
 
 DEFAULT_RESAMPLES = 1000
@@ -23,34 +24,58 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
     """Per-sample values of ``metric`` from one lm-eval samples jsonl file (one value per document).
 
     A task with several filters logs one line per document and filter; ``filter_name`` picks one
-    (default: "none" when present, else the first filter name in sorted order).
+    (default: "none" when present, else the first filter name in sorted order). A line whose
+    ``metrics`` list lacks ``metric`` is a document lm-eval did not score on it (an EMT answer the
+    judge could not judge has no ``acc``) and is left out, as lm-eval leaves it out of the mean.
+    Lines are read strictly: duplicate keys, NaN, a score outside [0, 1], or a document logged twice
+    are named errors.
     """
     path = Path(path)
-    by_filter: dict[str, list[float]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise EmtbenchError(f"cannot read samples file ({error})", where=str(path)) from None
-    numbered = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
-    try:  # one C-level parse of the whole file is faster than a json.loads per line
-        records = json.loads("[" + ",".join(line for _, line in numbered) + "]")
-    except json.JSONDecodeError:
+    fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
+    text = read_text(path, what="samples file", fix=fix)
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    try:  # one C-level parse of the whole file is faster than a parse per line
+        records = parse_json("[" + ",".join(line for _, line in numbered) + "]", str(path))
+    except EmtbenchError:
         records = None  # parse line by line below to say which line is broken
+    by_filter: dict[str, list[float]] = {}
+    seen: dict[str, set[object]] = {}
     for index, (line_number, line) in enumerate(numbered):
-        try:
-            record = records[index] if records is not None else json.loads(line)
-            value = record[metric]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        where = f"{path}: line {line_number}"
+        record = records[index] if records is not None else parse_json(line, where, fix=fix)
+        if not isinstance(record, dict):
+            raise EmtbenchError("not an lm-eval sample record (a JSON object)", where=where, fix=fix)
+        filter_key = record.get("filter", "none")
+        if not isinstance(filter_key, str):
+            raise EmtbenchError(f"filter {filter_key!r} is not a name", where=where, fix=fix)
+        if metric not in record:
+            if isinstance(record.get("metrics"), list) and metric not in record["metrics"]:
+                continue  # not scored on this metric (e.g. judge_error: no acc)
             raise EmtbenchError(
-                f"line {line_number} is not an lm-eval sample with a {metric!r} value ({error})",
+                f"line {line_number} is not an lm-eval sample with a {metric!r} value",
                 where=str(path),
-                fix="pass the samples_*.jsonl files lm-eval wrote with --log_samples",
-            ) from None
+                fix=fix,
+            )
+        value = record[metric]
         if value.__class__ not in (float, int):  # bool is not a score
             raise EmtbenchError(f"line {line_number}: {metric!r} is not a number", where=str(path))
-        by_filter.setdefault(record.get("filter", "none"), []).append(value)
+        if not 0.0 <= value <= 1.0:
+            raise EmtbenchError(
+                f"line {line_number}: {metric!r} = {value} is not a score in [0, 1]", where=str(path)
+            )
+        doc_id = record.get("doc_id")
+        if doc_id is not None:
+            key = doc_id if isinstance(doc_id, int | str) else json.dumps(doc_id, sort_keys=True)
+            if key in seen.setdefault(filter_key, set()):
+                raise EmtbenchError(
+                    f"line {line_number}: document {doc_id!r} is logged twice for filter {filter_key!r}",
+                    where=str(path),
+                    fix="pass the samples file of one run (files appended to each other double-count)",
+                )
+            seen[filter_key].add(key)
+        by_filter.setdefault(filter_key, []).append(value)
     if not by_filter:
-        raise EmtbenchError("samples file holds no samples", where=str(path))
+        raise EmtbenchError("samples file holds no scored samples", where=str(path))
     if filter_name is None:
         filter_name = "none" if "none" in by_filter else sorted(by_filter)[0]
     if filter_name not in by_filter:

@@ -119,6 +119,10 @@ class AccuracyMatrix:
             if not isinstance(data.get(key), list) or not data[key]:
                 raise EmtbenchError(f"field {key!r} must be a non-empty list", where=key)
         tasks, stages, matrix = data["tasks"], data["stages"], data["matrix"]
+        for key in ("tasks", "stages"):
+            names = data[key]
+            if not all(isinstance(name, str) and name for name in names) or len(set(names)) != len(names):
+                raise EmtbenchError(f"field {key!r} must list distinct names", where=key)
         if len(matrix) != len(stages):
             raise EmtbenchError(f"{len(matrix)} rows for {len(stages)} stages", where="matrix")
         rows = []
@@ -127,6 +131,11 @@ class AccuracyMatrix:
                 raise EmtbenchError(f"row {index} must hold {len(tasks)} numbers", where=f"matrix[{index}]")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row):
                 raise EmtbenchError(f"row {index} holds a non-number", where=f"matrix[{index}]")
+            if not all(math.isfinite(v) and 0 <= v <= 100 for v in row):
+                raise EmtbenchError(
+                    f"row {index} holds a value that is not an accuracy in % (0 to 100): {row}",
+                    where=f"matrix[{index}]",
+                )
             rows.append(tuple(float(v) for v in row))
         return cls(tuple(map(str, tasks)), tuple(map(str, stages)), tuple(rows))
 

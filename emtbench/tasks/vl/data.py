@@ -16,15 +16,16 @@ pixel box and [width, height], 0 when unknown), ``subset`` (RefCOCO, RefCOCO+ or
 
 from __future__ import annotations
 
-import json
 import logging
-import pickle
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.readers import read_json
+from emtbench.core.safe_pickle import load_plain_pickle
 from emtbench.errors import EmtbenchError
 
 logger = logging.getLogger(__name__)
@@ -180,21 +181,26 @@ def _first_existing(root: Path, names: Sequence[str], what: str, layout: str) ->
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise EmtbenchError(
-            f"cannot read {path}: {error}", fix="re-download the original annotation file"
-        ) from error
+    return read_json(path, what="annotation file", fix="re-download the original annotation file")
 
 
 def _record(question_id: Any, question: str, image_path: Path | str, **extra: Any) -> dict[str, Any]:
+    """One example; a field of the wrong type or shape raises ValueError (reported with the folder)."""
+    answers = extra.get("answers", [])
+    if not isinstance(question, str) or not all(isinstance(a, str) for a in answers):
+        raise ValueError(f"question or answers of {question_id!r} are not text")
+    box = [float(c) for c in extra.get("bbox_xywh", [])]
+    if box and (len(box) != 4 or not all(math.isfinite(c) for c in box) or box[2] <= 0 or box[3] <= 0):
+        raise ValueError(f"bbox {extra.get('bbox_xywh')!r} of {question_id!r} is not [x, y, width, height]")
+    size = [int(c) for c in extra.get("image_size", [0, 0])]
+    if len(size) != 2 or min(size) < 0:
+        raise ValueError(f"image size {extra.get('image_size')!r} of {question_id!r} is not [width, height]")
     return {
         "question_id": str(question_id),
         "question": question,
-        "answers": extra.get("answers", []),
-        "bbox_xywh": [float(c) for c in extra.get("bbox_xywh", [])],
-        "image_size": [int(c) for c in extra.get("image_size", [0, 0])],
+        "answers": answers,
+        "bbox_xywh": box,
+        "image_size": size,
         "subset": extra.get("subset", ""),
         "image_path": str(image_path),
     }
@@ -265,8 +271,17 @@ def _refcoco_local(root: Path, layout: str) -> list[dict[str, Any]]:
         instances = _read_json(
             _first_existing(root / folder, ("instances.json",), f"{subset} instances", layout)
         )
-        with refs_file.open("rb") as handle:
-            refs = pickle.load(handle)  # the REFER toolkit's own format (a trusted, user-supplied file)
+        # The REFER toolkit's own format is a pickle; downloaded data is untrusted, so only plain
+        # containers and scalars are admitted (a crafted file cannot run anything).
+        refs = load_plain_pickle(
+            refs_file, fix="re-download the REFER annotations (refs(unc).p / refs(umd).p)"
+        )
+        if not isinstance(refs, list):
+            raise EmtbenchError(
+                f"holds a {type(refs).__name__}, not the REFER toolkit's list of refs",
+                where=str(refs_file),
+                fix="re-download the REFER annotations",
+            )
         boxes = {ann["id"]: ann["bbox"] for ann in instances["annotations"]}
         sizes = {img["id"]: (img["width"], img["height"]) for img in instances["images"]}
         # The REFER API's getRefIds(split="val"): refs in file order; one example per sentence.
@@ -373,14 +388,22 @@ def load_vl_dataset(name: str, *, slim: bool, data_dir: str | None = None, split
         folder = dataset_root(root, dataset)
         try:
             records = LOCAL_LOADERS[name](folder, dataset.local_layout)
-        except (KeyError, TypeError, AttributeError, pickle.UnpicklingError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
             raise EmtbenchError(
                 f"{name} files in {folder} are not in the original format (missing or odd field {error})",
                 where="--metadata data_dir",
                 fix=f"use the unmodified original files: {dataset.local_layout}",
             ) from error
         keep = slim_positions([r["subset"] for r in records], size)
-        table = datasets.Dataset.from_list([records[i] for i in keep])
+        kept = [records[i] for i in keep]
+        missing = [r["image_path"] for r in kept if not Path(r["image_path"]).is_file()]
+        if missing:
+            raise EmtbenchError(
+                f"{len(missing)} image(s) of the {name} examples are missing, e.g. {missing[0]}",
+                where="--metadata data_dir",
+                fix=f"download the images too: {dataset.local_layout}",
+            )
+        table = datasets.Dataset.from_list(kept)
     else:
         records, image_rows = _hub_records(dataset, split)
         keep = slim_positions([r["subset"] for r in records], size)

@@ -42,10 +42,11 @@ def load_task_dataset(vl_dataset: str, slim: bool = True, **metadata: Any):
 def doc_to_image(doc: dict) -> list:
     image = doc.get("image")
     if image is None:
-        from PIL import Image
+        from emtbench.core.images import open_image
 
-        with Image.open(doc["image_path"]) as opened:
-            image = opened.convert("RGB")
+        image = open_image(doc["image_path"], f"{doc['vl_task']} question {doc['question_id']}").convert(
+            "RGB"
+        )
     return [image]
 
 
