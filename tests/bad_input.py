@@ -98,8 +98,13 @@ def expect_refusal(
     match: str | None = None,
     protect: Iterable[Path] = (),
     sentinel: Path | None = None,
+    nothing_wasted: Callable[[], bool] | None = None,
 ) -> EmtbenchError:
-    """Run ``call``: it must fail with a named error, leave ``protect`` unchanged and run no code."""
+    """Run ``call``: it must fail with a named error, leave ``protect`` unchanged and run no code.
+
+    ``nothing_wasted`` says whether the refusal came before paid-for work (judge calls, training);
+    when it returns False the case counts as ``lost``.
+    """
     protect = list(protect)
     before = snapshot(protect)
     error: BaseException | None = None
@@ -112,7 +117,7 @@ def expect_refusal(
         error, kind = raised, "traceback"
     if sentinel is not None and sentinel.exists():
         kind = "executed"
-    elif snapshot(protect) != before:
+    elif snapshot(protect) != before or (nothing_wasted is not None and not nothing_wasted()):
         kind = "lost"
     record(area, case, kind, f"{type(error).__name__}: {error}" if error else "accepted")
     assert kind == "named", f"{case}: expected a named error, got {kind}: {error!r}"

@@ -148,7 +148,7 @@ def iter_json_lines(
     text = read_text(path, what=what, fix=fix)
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield number, parse_json(line, f"{path}: line {number}", fix=fix)
+            yield number, parse_json(line, f"{path}:{number}", fix=fix)
 
 
 def check_shape(value: Any, where: str, *, max_depth: int = MAX_DEPTH, max_nodes: int | None = None) -> None:

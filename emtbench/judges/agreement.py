@@ -7,7 +7,6 @@ Answers a judge could not judge (``judge_error``) are left out of that judge's p
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.readers import iter_json_lines
 from emtbench.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, make_judge
 from emtbench.tasks.registry import get_dataset
@@ -57,8 +57,11 @@ class PairAgreement:
     disagreeing: list[int] = field(default_factory=list)
 
 
+SAMPLES_FIX = "pass lm-eval samples files of emt_* tasks (they carry doc.emt_task, doc.label and resps)"
+
+
 def load_samples(paths: Sequence[str | Path]) -> list[Sample]:
-    """EMT answers from lm-eval ``--log_samples`` files (``samples_emt_*.jsonl``)."""
+    """EMT answers from lm-eval ``--log_samples`` files (``samples_emt_*.jsonl``), read strictly."""
     samples: list[Sample] = []
     for path in map(Path, paths):
         if not path.is_file():
@@ -67,11 +70,8 @@ def load_samples(paths: Sequence[str | Path]) -> list[Sample]:
                 where=str(path),
                 fix="pass the samples_*.jsonl files lm-eval wrote with --log_samples",
             )
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                samples.append(_sample(path, number, line))
+        for number, record in iter_json_lines(path, what="samples file", fix=SAMPLES_FIX):
+            samples.append(_sample(path, number, record))
     if not samples:
         raise EmtbenchError(
             "no samples to judge",
@@ -81,24 +81,52 @@ def load_samples(paths: Sequence[str | Path]) -> list[Sample]:
     return samples
 
 
-def _sample(path: Path, number: int, line: str) -> Sample:
+def _answer(record: dict) -> Any:
+    """The model's first response: ``resps[0][0]`` (lm-eval's raw output), else ``filtered_resps[0]``."""
+    resps = record.get("resps")
+    if resps:
+        if not isinstance(resps, list) or not isinstance(resps[0], list) or not resps[0]:
+            raise ValueError(f"resps is not a list of response lists: {str(resps)[:60]}")
+        return resps[0][0]
+    filtered = record["filtered_resps"]
+    if not isinstance(filtered, list) or not filtered:
+        raise ValueError(f"filtered_resps is not a list of responses: {str(filtered)[:60]}")
+    return filtered[0]
+
+
+def _sample(path: Path, number: int, record: Any) -> Sample:
     where = f"{path}:{number}"
     try:
-        record = json.loads(line)
+        if not isinstance(record, dict) or not isinstance(record.get("doc"), dict):
+            raise TypeError("not an object with a `doc`")
         doc = record["doc"]
-        task, label_index = doc["emt_task"], int(doc["label"])
-        answer = record["resps"][0][0] if record.get("resps") else record["filtered_resps"][0]
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as error:
+        task, label_index = doc["emt_task"], doc["label"]
+        answer = _answer(record)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
         raise EmtbenchError(
-            f"not an EMT sample record ({type(error).__name__}: {error})",
-            where=where,
-            fix="pass lm-eval samples files of emt_* tasks (they carry doc.emt_task, doc.label and resps)",
+            f"not an EMT sample record ({type(error).__name__}: {error})", where=where, fix=SAMPLES_FIX
         ) from None
+    if not isinstance(task, str):
+        raise EmtbenchError(f"doc.emt_task {task!r} is not a task name", where=where, fix=SAMPLES_FIX)
     try:
         dataset = get_dataset(task)
     except (KeyError, ValueError, EmtbenchError) as error:
         raise EmtbenchError(f"unknown EMT task {task!r}", where=where, fix=str(error)) from None
-    item = JudgeItem(str(answer), dataset.labels[label_index], dataset.labels, dataset.kind)
+    # A label is an index into the task's labels: 3.9, true or "3" are not (and -1 would silently
+    # pick the last label through Python's negative indexing).
+    if isinstance(label_index, bool) or not isinstance(label_index, int):
+        raise EmtbenchError(
+            f"doc.label {label_index!r} is not an integer label index", where=where, fix=SAMPLES_FIX
+        )
+    if not 0 <= label_index < len(dataset.labels):
+        raise EmtbenchError(
+            f"doc.label {label_index} is out of range for {task} (0 to {len(dataset.labels) - 1})",
+            where=where,
+            fix=SAMPLES_FIX,
+        )
+    if not isinstance(answer, str):
+        raise EmtbenchError(f"the response {answer!r} is not text", where=where, fix=SAMPLES_FIX)
+    item = JudgeItem(answer, dataset.labels[label_index], dataset.labels, dataset.kind)
     return Sample(str(path), record.get("doc_id"), item)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from emtbench.core.paths import check_writable_file
+from emtbench.core.readers import parse_json
 from emtbench.errors import EmtbenchError
+from emtbench.fsutil import write_text_atomically
 
 AGREEMENT_HELP = """\
 Re-judge the answers of lm-eval --log_samples files (samples_emt_*.jsonl) with several judges and
@@ -58,14 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _parse_metadata(text: str) -> dict:
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise EmtbenchError(
-            f"not valid JSON: {error}",
-            where="--metadata",
-            fix='e.g. --metadata \'{"judge_model": "gpt-4o-mini"}\'',
-        ) from None
+    metadata = parse_json(text, "--metadata", fix='e.g. --metadata \'{"judge_model": "gpt-4o-mini"}\'')
     if not isinstance(metadata, dict):
         raise EmtbenchError(
             "must be a JSON object", where="--metadata", fix='e.g. \'{"judge_cache": "none"}\''
@@ -103,6 +97,7 @@ def run_agreement(args: argparse.Namespace, extra: list[str]) -> int:
             where="--metadata",
             fix=f"judges accept: {', '.join(sorted(judge_option_keys() - {'judge'}))}",
         )
+    check_writable_file(args.disagreements, flag="--disagreements")  # before paying for any judge call
     samples = load_samples(args.samples)
     judges = build_judges(names, metadata)  # fails on bad options before any judging starts
     items = [sample.item for sample in samples]
@@ -119,13 +114,4 @@ def run_agreement(args: argparse.Namespace, extra: list[str]) -> int:
 
 def _write_jsonl_atomically(path: Path, records: list[dict]) -> None:
     """Write to a temporary file beside ``path`` and rename, so a failure leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

@@ -176,7 +176,12 @@ def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _C
     except EmtbenchError as error:
         issues.add(f"{where}.run_record", describe(error), "parameters changed left empty")
         return None
-    parameters = record.get("parameters") if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        issues.add(
+            f"{where}.run_record", f"{path}: not an emtbench_run.json object", "parameters changed left empty"
+        )
+        return None
+    parameters = record.get("parameters")
     if not isinstance(parameters, dict | None):
         issues.add(
             f"{where}.run_record", f"{path}: `parameters` is not a mapping", "parameters changed left empty"

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emtbench.core.paths import check_writable_dir
 from emtbench.errors import EmtbenchError
 
 OUTPUT_FILES = ("index.html", "leaderboard.json", "leaderboard.csv")
@@ -107,10 +108,7 @@ def run_build(args: argparse.Namespace, extra: list[str]) -> int:
     from emtbench.leaderboard.build import build_leaderboard
     from emtbench.leaderboard.render import render_csv, render_html, render_json
 
-    if args.out.exists() and not args.out.is_dir():
-        raise EmtbenchError(
-            f"{args.out} exists and is not a folder", where="--out", fix="choose a folder path"
-        )
+    check_writable_dir(args.out, flag="--out")  # a file or an unwritable folder: refuse before reading runs
     leaderboard = build_leaderboard(args.manifest, progress=not args.quiet)
     if leaderboard.problems:
         listing = "\n".join(f"  - {problem}" for problem in leaderboard.problems)

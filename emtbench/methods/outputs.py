@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.paths import check_writable_dir
+from emtbench.core.readers import read_json
 from emtbench.errors import EmtbenchError
 from emtbench.fsutil import staged_directory
 
@@ -35,15 +37,16 @@ def package_versions() -> dict[str, str]:
 
 def check_output_dir(output_dir: Path, run: dict[str, Any], *, overwrite: bool) -> None:
     """Refuse to replace a directory holding something else unless asked; call before any work."""
+    check_writable_dir(output_dir, flag="--output")  # a file, or a folder we cannot write: refuse now
     if not output_dir.exists() or overwrite:
         return
-    if not output_dir.is_dir():
-        raise EmtbenchError(f"{output_dir} exists and is not a directory", fix="choose another --output")
     if not any(output_dir.iterdir()):
         return
     previous = output_dir / RUN_FILE
     if previous.is_file():
-        old = json.loads(previous.read_text())
+        old = read_json(previous, what="run record", fix="pass --overwrite to replace the folder")
+        if not isinstance(old, dict):
+            raise EmtbenchError("not an emtbench run record", where=str(previous), fix="pass --overwrite")
         if {k: old.get(k) for k in ("method", "settings", "base_model")} == {
             k: run.get(k) for k in ("method", "settings", "base_model")
         }:
