@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.readers import read_json
 from emtbench.errors import EmtbenchError
 
 CHECKPOINT_RELATIVE_PATH = Path("checkpoints") / "latest-checkpoint.pt"
@@ -218,14 +219,14 @@ def read_run_config(run_dir: str | Path) -> PrismaticRun:
             where=str(run_dir),
             fix="pass a Prismatic run directory (it holds config.json and checkpoints/latest-checkpoint.pt)",
         )
-    try:
-        model = json.loads(config_path.read_text())["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    config = read_json(config_path, what="Prismatic run config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
         raise EmtbenchError(
-            f"cannot read the 'model' section ({error})",
+            "cannot read the 'model' section (no 'model' object)",
             where=str(config_path),
             fix="a Prismatic config.json has a top-level 'model' object with the backbone ids",
-        ) from None
+        )
     required = ("vision_backbone_id", "llm_backbone_id", "arch_specifier", "image_resize_strategy")
     missing = [key for key in required if key not in model]
     if missing:
@@ -234,6 +235,18 @@ def read_run_config(run_dir: str | Path) -> PrismaticRun:
             where=str(config_path),
             fix="this does not look like a Prismatic run config; check the file",
         )
+    for key in (*required, "model_id"):
+        if key in model and not isinstance(model[key], str):
+            raise EmtbenchError(
+                f"model.{key} is {model[key]!r}, not a name", where=str(config_path), fix="check the file"
+            )
+    max_length = model.get("llm_max_length", 2048)
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise EmtbenchError(
+            f"model.llm_max_length is {max_length!r}, not a positive number of tokens",
+            where=str(config_path),
+            fix="check the file",
+        )
     run = PrismaticRun(
         run_dir=run_dir,
         model_id=str(model.get("model_id", run_dir.name)),
@@ -241,7 +254,7 @@ def read_run_config(run_dir: str | Path) -> PrismaticRun:
         llm_backbone_id=model["llm_backbone_id"],
         arch_specifier=model["arch_specifier"],
         image_resize_strategy=model["image_resize_strategy"],
-        llm_max_length=int(model.get("llm_max_length", 2048)),
+        llm_max_length=max_length,
     )
     if run.vision_backbone_id not in VISION_BACKBONES:
         raise EmtbenchError(
@@ -305,6 +318,20 @@ def load_checkpoint_tensors(checkpoint: Path) -> dict[str, dict[str, Any]]:
             where=str(checkpoint),
             fix="convert the checkpoint of a finetune-stage run (align-stage runs hold only the projector)",
         )
+    for part in ("projector", "llm_backbone"):
+        state = model[part]
+        odd = (
+            [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+            if isinstance(state, dict)
+            else None
+        )
+        if odd is None or odd:
+            raise EmtbenchError(
+                f"['model'][{part!r}] is not a state dict of named tensors"
+                + (f" (e.g. {odd[0]!r} is a {type(state[odd[0]]).__name__})" if odd else ""),
+                where=str(checkpoint),
+                fix="convert the checkpoint Prismatic saved, unmodified",
+            )
     return model
 
 
@@ -552,6 +579,19 @@ def convert_prismatic(
             f"weights do not fit the LLaVA layout: missing {missing[:5]}, unexpected {unexpected[:5]}",
             where=str(checkpoint_path),
             fix="check the backbone ids in config.json match the checkpoint and --llm/--vision-tower",
+        )
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    odd = [
+        f"{name}: {tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__} "
+        f"(expected {shapes[name]})"
+        for name, value in sorted(weights.items())
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shapes[name]
+    ]
+    if odd:
+        raise EmtbenchError(
+            f"{len(odd)} weight(s) do not fit the model the config describes: {'; '.join(odd[:3])}",
+            where=str(checkpoint_path),
+            fix="check the backbone ids and arch_specifier in config.json match the checkpoint, and --llm/--vision-tower",
         )
     model.load_state_dict({k: v.to(dtype) for k, v in weights.items()}, strict=True, assign=True)
     model.eval()

@@ -97,6 +97,19 @@ def check_limit(argv: list[str]) -> None:
         )
 
 
+def check_local_model(argv: list[str]) -> None:
+    """A ``pretrained=`` folder given in ``--model_args`` has a readable config.json (checked strictly)."""
+    from emtbench.models.checked import check_config_file
+
+    value = _option_value(argv, "--model_args")
+    if not value or value.lstrip().startswith("{"):
+        return
+    for item in value.split(","):
+        key, _, path = item.partition("=")
+        if key.strip() == "pretrained" and path:
+            check_config_file(path.strip(), where="--model_args pretrained")
+
+
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
     from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
 
@@ -105,6 +118,7 @@ def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
         argv = ["run", "--help"]
     else:
         check_limit(argv)
+        check_local_model(argv)
         metadata = cli_metadata(argv)  # a named error for bad --metadata, before a model is loaded
         if any(task.startswith("emt") for task in _requested_tasks(argv)):
             check_metadata_keys(metadata)

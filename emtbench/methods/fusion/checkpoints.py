@@ -22,13 +22,23 @@ FROZEN_PARTS = ("embeddings", "lm_head", "vision_tower")
 def _config(path: str, flag: str):
     from transformers import AutoConfig
 
+    from emtbench.models.checked import check_config_file
+
     if not (Path(path).expanduser() / "config.json").is_file():
         raise EmtbenchError(
             f"{path} is not a model directory (no config.json)",
             where=flag,
             fix="pass a folder written by save_pretrained (e.g. an `emtbench finetune` output)",
         )
-    return AutoConfig.from_pretrained(path)
+    check_config_file(path, where=flag)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # e.g. an unknown model_type
+        raise EmtbenchError(
+            f"transformers cannot read the config: {str(error).splitlines()[0]}",
+            where=f"{flag} {path}",
+            fix="pass a folder written by save_pretrained with this transformers version",
+        ) from None
 
 
 def _is_vision_language(config) -> bool:
@@ -75,10 +85,13 @@ def check_compatible(pretrained: str, finetuned: Sequence[str]) -> None:
                 )
 
 
-def load_model(path: str):
-    """A checkpoint through its Auto class, in its stored dtype, in eval mode."""
-    config = _config(path, "model")
-    return auto_class(config).from_pretrained(path, dtype="auto").eval()
+def load_model(path: str, flag: str = "model"):
+    """A checkpoint through its Auto class, in its stored dtype, in eval mode; weights that do not fit
+    its config (missing, mis-shaped, NaN) are a named error, never a random initialisation."""
+    from emtbench.models.checked import from_pretrained_checked
+
+    config = _config(path, flag)
+    return from_pretrained_checked(auto_class(config), path, where=flag, dtype="auto").eval()
 
 
 def load_processor(path: str):

@@ -213,9 +213,9 @@ def _load(args: argparse.Namespace):
 
     from emtbench.methods.fusion.checkpoints import copy_finetuned_parts, load_model
 
-    model = load_model(args.pretrained)
+    model = load_model(args.pretrained, "--pretrained")
     pretrained_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    finetuned = [load_model(path).state_dict() for path in args.finetuned]
+    finetuned = [load_model(path, "--finetuned").state_dict() for path in args.finetuned]
     with torch.no_grad():
         copied = copy_finetuned_parts(model, finetuned, args.copy_finetuned)
     return model, pretrained_state, finetuned, copied
