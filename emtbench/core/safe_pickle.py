@@ -50,22 +50,14 @@ def loads_plain_pickle(data: bytes, where: str, *, fix: str | None = None) -> An
         raise EmtbenchError(
             f"refused to unpickle: {error} (nothing in the file was run)", where=where, fix=fix
         ) from None
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        MemoryError,
-    ) as error:
-        # Truncated or corrupt streams surface as any of these from the C unpickler.
+    except RecursionError:
+        raise EmtbenchError("nested too deeply to unpickle", where=where, fix=fix) from None
+    except Exception as error:
+        # With every global refused no code of the file's choosing runs, so whatever the C unpickler
+        # raises (EOFError, OverflowError, UnicodeDecodeError, MemoryError...) means a corrupt stream.
         raise EmtbenchError(
             f"not a readable pickle ({type(error).__name__}: {error})", where=where, fix=fix
         ) from None
-    except RecursionError:
-        raise EmtbenchError("nested too deeply to unpickle", where=where, fix=fix) from None
     check_shape(value, where)
     return value
 

@@ -17,7 +17,7 @@ REDACTED = "***"
 SECRET_QUERY_KEYS = frozenset(
     {"key", "api_key", "apikey", "api-key", "token", "access_token", "auth", "password", "secret", "sig"}
 )
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s?#\"'<>]+@")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/@\s?#\"<>]+@")
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:" + "|".join(re.escape(k) for k in sorted(SECRET_QUERY_KEYS)) + r")=)[^&#\s\"'<>]+"
 )
