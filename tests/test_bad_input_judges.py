@@ -226,3 +226,40 @@ def test_a_password_in_the_judge_url_never_reaches_logs_or_errors(server, api, c
         return "hunter2" not in caplog.text and "hunter2" not in judge.identity
 
     expect_handled(AREA_SECRETS, "password in judge_base_url: logs and cache key", case)
+
+
+def test_metadata_urls_reach_lm_eval_redacted_and_the_judge_gets_them_back():
+    from emtbench.core.secrets import reveal_url
+    from emtbench.tasks.runtime import hide_metadata_secrets
+
+    url = "https://alice:hunter2-PASSWORD@proxy.example/v1"
+    argv = ["--tasks", "emt_digits", "--metadata", json.dumps({"judge": "llm", "judge_base_url": url})]
+
+    def case() -> bool:
+        passed = hide_metadata_secrets(argv)
+        given = json.loads(passed[passed.index("--metadata") + 1])
+        return "hunter2" not in " ".join(passed) and reveal_url(given["judge_base_url"]) == url
+
+    expect_handled(AREA_SECRETS, "password in judge_base_url: what lm-eval records", case)
+
+
+def test_credentials_that_reach_a_results_file_another_way_are_scrubbed(tmp_path):
+    import time
+
+    from emtbench.tasks.cli import scrub_results_files
+
+    started = time.time()
+    results = tmp_path / "model" / "results_2026.json"
+    results.parent.mkdir()
+    results.write_text(
+        json.dumps(
+            {"config": {"model_args": "base_url=http://bob:s3cr3t-TOKEN@10.0.0.1/v1,model=x"}, "results": {}}
+        )
+    )
+
+    def case() -> bool:
+        scrub_results_files(tmp_path, since=started)
+        text = results.read_text()
+        return "s3cr3t-TOKEN" not in text and "http://***@10.0.0.1/v1" in text and json.loads(text)
+
+    expect_handled(AREA_SECRETS, "password in --model_args: results file", case)
