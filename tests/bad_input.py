@@ -7,7 +7,8 @@ public function) and classifies what happened, as the issue's table does:
 - ``handled``: a fault emtbench is meant to absorb (a judge reply, a killed save) and did, correctly;
 - ``traceback``: any other exception escaped;
 - ``silent``: the input was accepted and something came out wrong (or nothing complained at all);
-- ``lost``: a file that existed before was changed or removed;
+- ``lost``: it failed, and the failure changed or removed a file that existed before, or came only
+  after paid-for work (training, judge calls) that is now wasted;
 - ``executed``: the input ran code (a sentinel file appeared).
 
 With ``EMTBENCH_BAD_INPUT_TALLY=PATH`` set, the counts per area are written there as JSON when the
@@ -117,8 +118,10 @@ def expect_refusal(
         error, kind = raised, "traceback"
     if sentinel is not None and sentinel.exists():
         kind = "executed"
-    elif snapshot(protect) != before or (nothing_wasted is not None and not nothing_wasted()):
-        kind = "lost"
+    elif error is not None and (
+        snapshot(protect) != before or (nothing_wasted is not None and not nothing_wasted())
+    ):
+        kind = "lost"  # it failed, and the failure destroyed files or came after paid-for work
     record(area, case, kind, f"{type(error).__name__}: {error}" if error else "accepted")
     assert kind == "named", f"{case}: expected a named error, got {kind}: {error!r}"
     assert isinstance(error, EmtbenchError)

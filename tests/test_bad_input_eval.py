@@ -57,8 +57,36 @@ def test_eval_survives_a_faulty_judge_and_reports_coverage(tiny_llava_dir, tmp_p
             assert all("acc" not in s and s["judge_error"] == 1.0 for s in unjudged)
             assert metrics["judge_coverage,none"] == pytest.approx(len(judged) / 8)
             assert metrics["acc,none"] == pytest.approx(sum(s["acc"] for s in judged) / len(judged))
-            written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
-            assert f"http://***@{host}" in results_file.read_text()  # the URL is recorded, redacted
-            return PASSWORD not in written and PASSWORD not in stderr
+            return True
 
         expect_handled("judge replies", "eval with a judge failing on half the answers", case)
+
+
+def test_a_password_in_the_judge_url_never_reaches_results_files(tiny_llava_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    out = tmp_path / "out"
+    with OpenAIServer(default="yes") as server:
+        host = server.base_url.split("//", 1)[1]
+        metadata = {
+            "judge": "llm",
+            "judge_base_url": f"http://judge:{PASSWORD}@{host}",
+            "judge_cache": "none",
+        }
+
+        def case() -> bool:
+            code, stderr = run_cli(
+                "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={tiny_llava_dir}",
+                "--device", "cpu", "--tasks", "emt_digits", "--limit", "2", "--batch_size", "2",
+                "--output_path", str(out), "--log_samples", "--metadata", json.dumps(metadata),
+            )  # fmt: skip
+            assert code == 0, stderr
+            [results_file] = out.rglob("results_*.json")
+            written = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+            return (
+                len(server.requests) > 0
+                and PASSWORD not in written
+                and PASSWORD not in stderr
+                and f"http://***@{host}" in results_file.read_text()  # the URL is recorded, redacted
+            )
+
+        expect_handled("secrets", "password in judge_base_url: results and samples files", case)

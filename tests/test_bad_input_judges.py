@@ -15,13 +15,14 @@ from bad_input import expect_handled, expect_refusal
 from openai_server import FAULTS, OpenAIServer, Reply
 
 from emtbench.judges import JudgeItem, Verdict, make_judge
-from emtbench.judges.base import COVERAGE_METRIC, scores
+from emtbench.judges.base import scores
 from emtbench.tasks.registry import CIFAR10_LABELS
 
 SECRET = "sk-bad-input-SECRET-42"
 AREA_REPLIES = "judge replies"
 AREA_OPTIONS = "judge options / --metadata"
 AREA_SECRETS = "secrets"
+COVERAGE_METRIC = "judge_coverage"  # the metric emtbench reports beside acc
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_a_judge_outage_never_looks_like_forgetting(server, api):
         per_sample = [scores(j) for j in judge.judge([cat(a) for a in answers + failing])]
         # lm-eval averages a metric over the documents that report it.
         acc = [s["acc"] for s in per_sample if "acc" in s]
-        coverage = [s[COVERAGE_METRIC] for s in per_sample]
+        coverage = [s.get(COVERAGE_METRIC) for s in per_sample]
         return (
             sum(acc) / len(acc) == pytest.approx(5 / 9)
             and sum(coverage) / len(coverage) == pytest.approx(9 / 12)
@@ -158,7 +159,7 @@ def test_a_judge_that_is_down_reports_no_accuracy_at_all(monkeypatch, tmp_path):
 
     def case() -> bool:
         per_sample = [scores(j) for j in judge.judge([cat("a cat"), cat("a dog")])]
-        return all("acc" not in s and s[COVERAGE_METRIC] == 0.0 for s in per_sample)
+        return all("acc" not in s and s.get(COVERAGE_METRIC) == 0.0 for s in per_sample)
 
     expect_handled(AREA_REPLIES, "server down", case)
 
