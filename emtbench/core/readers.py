@@ -11,8 +11,9 @@ never a traceback and never a value taken silently:
 - duplicate keys in one object or mapping (``json`` and PyYAML keep the last one silently);
 - ``NaN``, ``Infinity`` and numbers that overflow to infinity (``1e999``): ``json`` accepts them, and
   they make invalid output JSON and ``+nan`` on pages downstream;
-- absurd nesting (deeper than :data:`MAX_DEPTH`) and YAML alias bombs (more than :data:`MAX_NODES`
-  values once aliases are expanded), which would exhaust the stack or the CPU of later code.
+- absurd nesting (YAML and pickles deeper than :data:`MAX_DEPTH`; JSON deeper than the C parser
+  follows, about 1000 levels) and YAML alias bombs (more than :data:`MAX_NODES` values once aliases
+  are expanded), which would exhaust the stack or the CPU of later code.
 
 The standard ``json`` and PyYAML's safe loader do the parsing (C-accelerated where available); what is
 written here by hand is only the checks those libraries do not offer as options.
@@ -73,18 +74,20 @@ class _Refused(ValueError):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Refused(f"duplicate key {key!r} in one object")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"duplicate key {key!r} in one object")
+            seen.add(key)
     return result
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"number {text} overflows to infinity")
+        raise _Refused(f"number {text[:24]}{'...' if len(text) > 24 else ''} overflows to infinity")
     return value
 
 
@@ -111,6 +114,9 @@ def _check_no_lone_surrogates(value: Any, where: str) -> None:
             stack.extend(item)
 
 
+# The hooks cost 1.6x json.loads on an lm-eval samples file, 1.9x on a results file (measured by
+# scripts/bench_readers.py under load); a
+# pre-scan of the text for exponents to skip the float hook costs more than the hook itself.
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant
 )
@@ -126,11 +132,10 @@ def parse_json(text: str, where: str, *, fix: str | None = None) -> Any:
         ) from None
     except _Refused as error:
         raise EmtbenchError(str(error), where=where, fix=fix) from None
-    except RecursionError:
-        raise EmtbenchError(f"nested deeper than {MAX_DEPTH} levels", where=where, fix=fix) from None
+    except RecursionError:  # the C parser follows about 1000 levels; what it cannot, nothing should
+        raise EmtbenchError("nested too deeply to read", where=where, fix=fix) from None
     except ValueError as error:  # e.g. an integer of more than 4300 digits
         raise EmtbenchError(f"not valid JSON: {error}", where=where, fix=fix) from None
-    check_shape(value, where)
     if _ESCAPED_SURROGATE.search(text):
         _check_no_lone_surrogates(value, where)
     return value
