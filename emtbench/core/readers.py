@@ -115,8 +115,8 @@ def _check_no_lone_surrogates(value: Any, where: str) -> None:
 
 
 # The hooks cost 1.6x json.loads on an lm-eval samples file, 1.9x on a results file (measured by
-# scripts/bench_readers.py under load); a
-# pre-scan of the text for exponents to skip the float hook costs more than the hook itself.
+# scripts/bench_readers.py under load); a regex pre-scan for exponents, to skip the float hook,
+# costs more than the hook itself.
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_no_duplicates, parse_float=_finite_float, parse_constant=_no_constant
 )
