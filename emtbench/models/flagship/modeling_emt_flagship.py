@@ -17,8 +17,8 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
-from emtbench.models.flagship.efficientnet_lite import EfficientNetLite, StageSpec
+from .configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+from .efficientnet_lite import EfficientNetLite, StageSpec
 
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 """What this transformers calls the key/value cache, in model outputs and ``forward`` arguments.
