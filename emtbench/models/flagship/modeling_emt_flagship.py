@@ -242,9 +242,9 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
         """
         inputs = super().prepare_inputs_for_generation(*args, **kwargs)
         ids = inputs.get("input_ids")
-        if inputs.get("pixel_values") is not None and ids is not None:
-            if not bool((ids == self.config.image_token_id).any()):
-                inputs["pixel_values"] = None
+        decoding = ids is not None and not bool((ids == self.config.image_token_id).any())
+        if decoding and inputs.get("pixel_values") is not None:
+            inputs["pixel_values"] = None
         return inputs
 
     def forward(
