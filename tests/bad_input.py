@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 KINDS = ("named", "handled", "traceback", "silent", "lost", "executed")
 _TALLY: dict[str, Counter] = defaultdict(Counter)

@@ -124,7 +124,7 @@ def test_disagreements_path_is_checked_before_any_judge_call(tmp_path, monkeypat
 
 @pytest.mark.parametrize("where", ["a file", "under a file", "in /proc"])
 def test_leaderboard_out_that_cannot_be_a_folder(tmp_path, where):
-    from emtbench.leaderboard.testing import write_demo_manifest
+    from emtbench.testing.leaderboard import write_demo_manifest
 
     manifest = write_demo_manifest(tmp_path / "board")
     (tmp_path / "file").write_text("keep me")

@@ -97,7 +97,7 @@ def _parquet(
 ):
     import datasets
 
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
 
     root.mkdir(parents=True, exist_ok=True)
     images = images if images is not None else [_png(color=(i, 0, 0)) for i in range(len(labels))]

@@ -14,9 +14,9 @@ import pytest
 from bad_input import expect_handled, expect_refusal
 from openai_server import FAULTS, OpenAIServer, Reply
 
+from emtbench.datasets.emt import CIFAR10_LABELS
 from emtbench.judges import JudgeItem, Verdict, make_judge
 from emtbench.judges.base import scores
-from emtbench.tasks.registry import CIFAR10_LABELS
 
 SECRET = "sk-bad-input-SECRET-42"
 AREA_REPLIES = "judge replies"
@@ -247,7 +247,7 @@ def test_metadata_urls_reach_lm_eval_redacted_and_the_judge_gets_them_back():
 def test_credentials_that_reach_a_results_file_another_way_are_scrubbed(tmp_path):
     import time
 
-    from emtbench.tasks.cli import scrub_results_files
+    from emtbench.tasks.evaluation import scrub_results_files
 
     started = time.time()
     results = tmp_path / "model" / "results_2026.json"

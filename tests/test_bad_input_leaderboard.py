@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from bad_input import cli, expect_handled, expect_refusal, run_cli
 
-from emtbench.leaderboard.testing import STAMP, write_results
+from emtbench.testing.leaderboard import STAMP, write_results
 
 AREA_RESULTS = "results JSON"
 AREA_SAMPLES = "samples JSONL"

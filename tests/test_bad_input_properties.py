@@ -19,17 +19,17 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import parse_json, parse_yaml
 from emtbench.core.safe_pickle import loads_plain_pickle
 from emtbench.core.secrets import redact_text, redact_url
-from emtbench.errors import EmtbenchError
+from emtbench.datasets.emt import DATASETS
 from emtbench.judges.base import JudgeItem, Verdict
 from emtbench.judges.llm import MalformedReply, completion_text, parse_yes_no
 from emtbench.judges.rule import rule_judgement, tokens
 from emtbench.leaderboard.manifest import load_manifest
 from emtbench.leaderboard.results import read_results
 from emtbench.metrics.bootstrap import read_sample_scores
-from emtbench.tasks.registry import DATASETS
 
 EXAMPLES = int(os.environ.get("EMTBENCH_HYPOTHESIS_EXAMPLES", "150"))
 """Examples per property; raise it for a deeper search (the suite's default keeps it a few seconds)."""

@@ -1,1 +1,2 @@
-"""Lowest layer: what every other package relies on (errors, file writing, reading untrusted input)."""
+"""Layer 0: what every other layer may use -- errors, atomic writes, the cache folder, run records, the
+registry, and the strict readers of untrusted input (readers, safe_pickle, images, paths, secrets)."""

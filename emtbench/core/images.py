@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 BOMB_FIX = "replace the image; if it really is that large, raise PIL.Image.MAX_IMAGE_PIXELS before running"
 

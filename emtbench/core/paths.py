@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -3,7 +3,7 @@
 Results files, samples, manifests, run records, accuracy matrices, ``--metadata`` and model configs are
 all untrusted: a hand edit, a crashed writer or a hostile file can hold things the standard library
 accepts but no emtbench number can be built from. Every reader goes through this module, so each of
-these is one named :class:`~emtbench.errors.EmtbenchError` (what, which file and line, how to fix),
+these is one named :class:`~emtbench.core.errors.EmtbenchError` (what, which file and line, how to fix),
 never a traceback and never a value taken silently:
 
 - bytes that are not UTF-8 (a UTF-8 byte-order mark is accepted);
@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 MAX_DEPTH = 64
 """Deepest nesting of objects/lists accepted: lm-eval's files nest about 6 deep, manifests 4."""

@@ -17,8 +17,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import check_shape
-from emtbench.errors import EmtbenchError
 
 _ALLOWED_GLOBALS = frozenset(
     (module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset")

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import iter_json_lines
-from emtbench.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, make_judge
-from emtbench.tasks.registry import get_dataset
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import parse_json
 from emtbench.core.secrets import redact_text, redact_url, reveal_url
-from emtbench.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.cache import VerdictCache
 from emtbench.judges.rule import rule_judgement, tokens

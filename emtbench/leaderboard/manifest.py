@@ -13,8 +13,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import parse_yaml, read_text
-from emtbench.errors import EmtbenchError
 
 DEFAULT_GROUPS_FILE = "groups.yaml"
 BASE_METHODS = frozenset({"zero-shot", "pretrained", "encoder"})

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import read_json
-from emtbench.errors import EmtbenchError
 
 # Preferred accuracy-like metric per task, in order; a manifest's `metrics:` overrides per task.
 METRIC_PREFERENCE = ("acc", "exact_match", "accuracy")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import parse_json, read_text
-from emtbench.errors import EmtbenchError
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 
 def from_pretrained_checked(model_class: Any, path: str, *, where: str, **kwargs: Any):

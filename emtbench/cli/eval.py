@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.tasks import TASKS_DIR
 
 EVAL_HELP = f"""\
@@ -111,6 +109,7 @@ def check_local_model(argv: list[str]) -> None:
 
 
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
+    from emtbench.tasks.evaluation import run_lm_eval
     from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -123,67 +122,3 @@ def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
         if any(task.startswith("emt") for task in _requested_tasks(argv)):
             check_metadata_keys(metadata)
     return run_lm_eval(argv)
-
-
-def run_lm_eval(argv: list[str]) -> int:
-    """Run lm_eval's own CLI in this process, with the EMT task folder included.
-
-    URL credentials in ``--metadata`` are handed to lm-eval redacted (it copies metadata into the
-    results file), and any that reach a results file some other way (``--model_args``) are scrubbed
-    from it after the run.
-    """
-    import time
-
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
-
-    import emtbench.models  # noqa: F401  (registers emtbench's lm-eval models)
-    from emtbench.tasks.runtime import hide_metadata_secrets
-
-    saved_argv = sys.argv
-    sys.argv = ["lm_eval", *hide_metadata_secrets(argv)]
-    started = time.time()
-    try:
-        setup_logging()
-        cli = HarnessCLI()
-        parsed = cli.parse_args()
-        if hasattr(parsed, "include_path"):
-            user_path = parsed.include_path
-            parsed.include_path = [user_path, str(TASKS_DIR)] if user_path else str(TASKS_DIR)
-        try:
-            cli.execute(parsed)
-        except ValueError as error:
-            if str(error).startswith("Tasks not found"):
-                raise EmtbenchError(
-                    str(error),
-                    where="--tasks",
-                    fix="list the EMT tasks with `emtbench eval --help` and lm-eval's with "
-                    "`lm_eval ls tasks`; task names are comma-separated with no spaces",
-                ) from None
-            raise
-        output_path = getattr(parsed, "output_path", None)
-        if output_path:
-            scrub_results_files(Path(output_path), since=started)
-    finally:
-        sys.argv = saved_argv
-    return 0
-
-
-def scrub_results_files(output_path: Path, *, since: float) -> list[Path]:
-    """Redact URL credentials in the results files lm-eval wrote under ``output_path`` this run."""
-    from emtbench.core.secrets import has_secret, redact_text
-    from emtbench.fsutil import write_text_atomically
-
-    scrubbed = []
-    folder = output_path if output_path.is_dir() else output_path.parent
-    for path in folder.rglob("results_*.json") if folder.is_dir() else ():
-        try:
-            if path.stat().st_mtime < since - 1:
-                continue
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if has_secret(text):
-            write_text_atomically(path, redact_text(text))
-            scrubbed.append(path)
-    return scrubbed

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import write_text_atomically
 from emtbench.core.paths import check_writable_file
 from emtbench.core.readers import parse_json
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import write_text_atomically
 
 AGREEMENT_HELP = """\
 Re-judge the answers of lm-eval --log_samples files (samples_emt_*.jsonl) with several judges and

@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.core.paths import check_writable_dir
-from emtbench.errors import EmtbenchError
 
 OUTPUT_FILES = ("index.html", "leaderboard.json", "leaderboard.csv")
 
