@@ -105,7 +105,7 @@ def check_local_model(argv: list[str]) -> None:
     for item in value.split(","):
         key, _, path = item.partition("=")
         if key.strip() == "pretrained" and path:
-            check_config_file(path.strip(), where="--model_args pretrained")
+            check_config_file(path.strip(), where="--model_args pretrained", required=False)
 
 
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:

@@ -56,8 +56,9 @@ def from_pretrained_checked(model_class: Any, path: str, *, where: str, **kwargs
     return model
 
 
-def check_config_file(folder: str, *, where: str) -> dict[str, Any] | None:
-    """A local model folder's ``config.json``, read strictly (None when ``folder`` is not local).
+def check_config_file(folder: str, *, where: str, required: bool = True) -> dict[str, Any] | None:
+    """A local model folder's ``config.json``, read strictly (None when ``folder`` is not local, or
+    has none and ``required`` is False: some lm-eval models read other folders).
 
     transformers reads it with ``json.load``: a non-UTF-8 byte, a truncated file or a duplicate key
     becomes a traceback (or a silently kept last value) deep inside a load; here it is a named error
@@ -71,6 +72,8 @@ def check_config_file(folder: str, *, where: str) -> dict[str, Any] | None:
     if not path.is_dir():
         return None
     config_file = path / "config.json"
+    if not config_file.is_file() and not required:
+        return None
     if not config_file.is_file():
         raise EmtbenchError(
             f"{path} is not a model folder (no config.json)",
