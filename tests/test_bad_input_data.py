@@ -280,3 +280,15 @@ def test_questions_that_are_not_text(tmp_path):
         "VQAv2 question is an object",
         lambda: load_vl_dataset("vqav2", slim=True, data_dir=str(tmp_path)),
     )
+
+
+@pytest.mark.parametrize("kind", ["text named .png", "decompression bomb png", "truncated png"])
+def test_a_broken_vl_image_is_named_before_the_run(tmp_path, kind):
+    write_gqa(tmp_path, 5)
+    (tmp_path / "images" / "n1.jpg").write_bytes(IMAGE_FILES[kind]())
+    expect_refusal(
+        AREA_VL,
+        f"GQA image: {kind}",
+        lambda: load_vl_dataset("gqa", slim=True, data_dir=str(tmp_path)),
+        match="n1.jpg",
+    )

@@ -85,12 +85,12 @@ def open_image(image: str | Path | bytes, where: str):
 def check_encoded_images(cells: Iterable[dict[str, Any] | None], where: str) -> None:
     """Check a ``datasets.Image(decode=False)`` column: each cell holds ``bytes`` or a ``path``."""
     for row, cell in enumerate(cells):
-        at = f"{where} row {row}"
-        if cell is None:
-            raise EmtbenchError("row has no image", where=at, fix="give every row an image")
-        data = cell.get("bytes")
-        if data is None and not cell.get("path"):
-            raise EmtbenchError("row has neither image bytes nor an image path", where=at)
-        check_image(
-            data if data is not None else cell["path"], at if data is not None else f"{at} ({cell['path']})"
-        )
+        if cell is None or (cell.get("bytes") is None and not cell.get("path")):
+            raise EmtbenchError(f"row {row} has no image", where=where, fix="give every row an image")
+        name = cell.get("path") or f"in row {row}"
+        try:
+            check_image(cell["bytes"] if cell.get("bytes") is not None else cell["path"], where)
+        except EmtbenchError as error:
+            raise EmtbenchError(
+                f"cannot read image {name} (row {row}: {error.problem})", where=where, fix=error.fix
+            ) from None

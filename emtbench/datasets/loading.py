@@ -88,6 +88,8 @@ def load_emt_dataset(dataset: EMTDataset, options: DataOptions):
     else:
         data = load_hub(dataset, split, allow_fallback=options.source == "auto")
     data = subset(data, options.fraction, options.seed)
+    if options.data_dir:  # files from elsewhere: every image of the evaluated subset is checked up front
+        check_images(data, options.data_dir)
     return data.add_column("emt_task", [dataset.task] * len(data))
 
 
@@ -177,8 +179,55 @@ def _standardise_columns(data, dataset: EMTDataset, *, where: str):
         data = data.cast_column("image", datasets.Image())
     label_feature = data.features["label"]
     if isinstance(label_feature, datasets.ClassLabel):
+        _check_labels(data, len(label_feature.names), where)
         data = _align_class_labels(data, label_feature.names, dataset, where)
+    _check_labels(data, len(dataset.labels), where)
     return data
+
+
+def _check_labels(data, count: int, where: str) -> None:
+    """Every label is an integer index into ``count`` labels.
+
+    A -1 ("no label" in a ClassLabel column) would otherwise be judged against the last label
+    (Python's negative indexing), and an index past the end would raise IndexError mid-run.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = data.data.column("label")
+    if not pa.types.is_integer(column.type):
+        raise EmtbenchError(
+            f"the label column holds {column.type} values, not integer label indices",
+            where=where,
+            fix="store labels as integer indices into the task's label list (or as a ClassLabel)",
+        )
+    if column.null_count:
+        raise EmtbenchError(f"{column.null_count} row(s) have no label", where=where, fix="label every row")
+    if len(column) == 0:
+        return
+    bounds = pc.min_max(column).as_py()
+    if bounds["min"] < 0 or bounds["max"] >= count:
+        bad = pc.indices_nonzero(pc.or_(pc.less(column, 0), pc.greater_equal(column, count)))
+        first = bad[0].as_py()
+        raise EmtbenchError(
+            f"{len(bad)} label(s) out of range 0..{count - 1}, e.g. label {column[first].as_py()} in row {first}",
+            where=where,
+            fix="labels are indices into the task's label list; drop or fix the rows with other values",
+        )
+
+
+def check_images(data, where: str) -> None:
+    """Decode-check every image of ``data`` (header, PIL's bomb limit, verify) before the run.
+
+    A broken or hostile image would otherwise stop lm-eval mid-run with PIL's traceback.
+    """
+    import datasets
+
+    from emtbench.core.images import check_encoded_images
+
+    raw = data.select_columns(["image"]).cast_column("image", datasets.Image(decode=False))
+    cells = (row["image"] for row in raw)
+    check_encoded_images(_progress(cells, f"checking images of {where}", total=len(raw)), where)
 
 
 def _align_class_labels(data, names: list[str], dataset: EMTDataset, where: str):
@@ -294,9 +343,34 @@ def _load_tables(dataset: EMTDataset, root: Path, tables: list[Path], split: str
             where=str(root),
             fix="name files like the Hub does (test-00000-of-00001.parquet) or pick another split",
         )
+    for path in files:
+        _check_table_file(path)
     builder = "parquet" if files[0].suffix == ".parquet" else "arrow"
     data = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train")
     return _standardise_columns(data, dataset, where=str(files[0]))
+
+
+def _check_table_file(path: Path) -> None:
+    """A parquet or arrow file that pyarrow can open (its footer / schema), or a named error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".parquet":
+            pq.read_metadata(path)
+        else:
+            with pa.memory_map(str(path)) as source:
+                try:
+                    pa.ipc.open_stream(source).schema  # noqa: B018 - what datasets' arrow builder reads
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    pa.ipc.open_file(source).schema  # noqa: B018
+    except (pa.ArrowInvalid, OSError) as error:
+        raise EmtbenchError(
+            f"not a readable {path.suffix[1:]} file ({str(error).splitlines()[0]})",
+            where=str(path),
+            fix="re-download or re-export the file (it is empty, truncated or not a table)",
+        ) from None
 
 
 def _normalise_name(name: str) -> str:
@@ -317,7 +391,6 @@ def _match_label(name: str, dataset: EMTDataset) -> int | None:
 def load_image_folder(dataset: EMTDataset, root: Path, split: str):
     """``root/[split/]<class>/<image>``: class folders named like the labels (or their WordNet ids)."""
     import datasets
-    from PIL import Image, UnidentifiedImageError
 
     if (root / split).is_dir():
         root = root / split
@@ -350,21 +423,12 @@ def load_image_folder(dataset: EMTDataset, root: Path, split: str):
             where="--metadata data_dir",
             fix="put image files inside the class folders",
         )
-    for path in _progress(paths, f"checking {dataset.task} images"):
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError) as error:
-            raise EmtbenchError(
-                f"cannot read image {path} ({error})",
-                where="--metadata data_dir",
-                fix="replace or delete the file",
-            ) from error
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
     return datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
 
 
-def _progress(items: list, desc: str) -> Iterable:
+def _progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, disable=len(items) < 2000, leave=False)
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    return tqdm(items, desc=desc, total=total, disable=total < 2000, leave=False)

@@ -401,6 +401,7 @@ def load_vl_dataset(name: str, *, slim: bool, data_dir: str | None = None, split
                 where="--metadata data_dir",
                 fix=f"download the images too: {dataset.local_layout}",
             )
+        _check_local_images(sorted({r["image_path"] for r in kept}), name)
         table = datasets.Dataset.from_list(kept)
     else:
         records, image_rows = _hub_records(dataset, split)
@@ -415,6 +416,23 @@ def load_vl_dataset(name: str, *, slim: bool, data_dir: str | None = None, split
             f"no {name} examples found", where=data_dir or "Hub", fix=f"expected {dataset.local_layout}"
         )
     return table.add_column("vl_task", [name] * len(table))
+
+
+def _check_local_images(paths: list[str], name: str) -> None:
+    """Decode-check each image once before the run (a broken one would stop lm-eval mid-run)."""
+    from tqdm.auto import tqdm
+
+    from emtbench.core.images import check_image
+
+    for path in tqdm(
+        paths, desc=f"checking {name} images", unit="image", disable=len(paths) < 2000, leave=False
+    ):
+        try:
+            check_image(path, path)
+        except EmtbenchError as error:
+            raise EmtbenchError(
+                f"cannot read image {path} ({error.problem})", where="--metadata data_dir", fix=error.fix
+            ) from None
 
 
 def _gather_images(image_rows: list[tuple[Any, int]]) -> list[Any]:
