@@ -187,7 +187,11 @@ def test_kill_9_during_a_save_then_resume(tmp_path, tiny_llava, point, step, sch
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         record = json.loads((out / "emtbench_run.json").read_text())
         leftovers = [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]
-        assert record["training"]["global_step"] == 12, record["training"]
+        training = record["training"]
+        assert training["global_step"] == 12, training
+        expected_start = {("final", 0): 12, ("config", 4): None}.get((point, step), 4)
+        assert training.get("resumed_from_step") == expected_start, training
+        assert "train_loss" not in training or training["train_loss"] > 0, training
         assert not leftovers, leftovers
         assert not (tmp_path / ".out.checkpoints").exists()  # removed after success
         return True

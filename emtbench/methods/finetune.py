@@ -404,6 +404,12 @@ def train(
     save_trained(trainer, final_dir)
     metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
     metrics["global_step"] = output.global_step
+    if resume_from:
+        # The Trainer's metrics cover this session only; say where it started, and drop a train_loss
+        # of 0.0 when the checkpoint was already the last step (no step ran, nothing was averaged).
+        metrics["resumed_from_step"] = int(Path(resume_from).name.rsplit("-", 1)[1])
+        if output.global_step == metrics["resumed_from_step"]:
+            metrics.pop("train_loss", None)
     del trainer, model  # free the (GPU) training copy before rebuilding the result on CPU
     gc.collect()
     if torch.cuda.is_available():
@@ -551,14 +557,11 @@ def make_trainer_class():
 
 
 def _last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest *complete* checkpoint (a save cut short by ``kill -9`` is skipped and removed)."""
+    from emtbench.methods.resume import last_complete_checkpoint
 
-    if not checkpoint_dir.is_dir():
-        return None
-    found = get_last_checkpoint(str(checkpoint_dir))
-    if found:
-        logger.info("resuming from %s", found)
-    return found
+    found = last_complete_checkpoint(checkpoint_dir)
+    return str(found) if found else None
 
 
 def default_checkpoint_dir(output: Path) -> Path:
