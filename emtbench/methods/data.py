@@ -28,7 +28,6 @@ Public contract (other methods rely on it):
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -71,6 +70,10 @@ def load_conversations(
     """Rows of ``{"image", "question", "answer", "followups"}`` from ``emt:<name>`` or a LLaVA JSON file."""
     if limit is not None and limit < 1:
         raise EmtbenchError(f"limit must be a positive number of examples, got {limit}", where=spec)
+    if image_root is not None and not Path(image_root).expanduser().is_dir():
+        raise EmtbenchError(
+            f"{image_root} is not a folder", where="--image-root", fix="pass the folder of the images"
+        )
     if spec.startswith("emt:"):
         return _emt_conversations(spec, split, limit, seed)
     else:
@@ -112,17 +115,12 @@ def _seeded_indices(length: int, count: int, seed: int) -> list[int]:
 
 
 def _read_json_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
-        records = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise EmtbenchError(
-            f"not valid JSON ({error})",
-            where=str(path),
-            fix="provide a LLaVA-format JSON list of {'image': ..., 'conversations': [...]} records",
-        ) from None
+    from emtbench.core.readers import iter_json_lines, read_json
+
+    fix = "provide a LLaVA-format JSON list of {'image': ..., 'conversations': [...]} records"
+    if path.suffix == ".jsonl":
+        return [record for _, record in iter_json_lines(path, what="training data", fix=fix)]
+    records = read_json(path, what="training data", fix=fix)  # strict: duplicate keys, NaN, UTF-8
     if not isinstance(records, list):
         raise EmtbenchError(
             "expected a JSON list of records", where=str(path), fix="wrap the records in [ ... ]"
@@ -159,10 +157,23 @@ def _llava_json_conversations(path: Path, image_root: str | None):
                     where=where,
                     fix="alternate human/gpt turns, starting with human",
                 )
-            question = str(human.get("value", "")).replace("<image>", "").strip()
-            pairs.append({"question": question, "answer": str(gpt.get("value", "")).strip()})
+            question, answer = human.get("value", ""), gpt.get("value", "")
+            if not isinstance(question, str) or not isinstance(answer, str):
+                raise EmtbenchError(
+                    f"turns {turn_index} and {turn_index + 1}: 'value' must be text, got "
+                    f"{type(question).__name__} and {type(answer).__name__}",
+                    where=where,
+                    fix='e.g. {"from": "gpt", "value": "A cat."}',
+                )
+            pairs.append({"question": question.replace("<image>", "").strip(), "answer": answer.strip()})
         image = record.get("image")
         image_path = None
+        if image is not None and not isinstance(image, str):
+            raise EmtbenchError(
+                f"'image' must be a relative path, got {type(image).__name__}",
+                where=where,
+                fix='e.g. "image": "coco/1.jpg"',
+            )
         if image:
             image_path = root / str(image)
             if not image_path.is_file():
@@ -175,7 +186,25 @@ def _llava_json_conversations(path: Path, image_root: str | None):
         rows.append({"image": image_path, **pairs[0], "followups": pairs[1:]})
     if not rows:
         raise EmtbenchError("holds no records", where=str(path), fix="provide at least one conversation")
+    _check_images(sorted({row["image"] for row in rows if row["image"]}), path)
     return datasets.Dataset.from_list(rows, features=conversation_features())
+
+
+def _check_images(paths: list[str], source: Path) -> None:
+    """Decode-check every image once before training: a broken one would stop the Trainer mid-run."""
+    from tqdm.auto import tqdm
+
+    from emtbench.core.images import check_image
+
+    for image in tqdm(
+        paths, desc="checking training images", unit="image", disable=len(paths) < 2000, leave=False
+    ):
+        try:
+            check_image(image, image)
+        except EmtbenchError as error:
+            raise EmtbenchError(
+                f"cannot read image {image} ({error.problem})", where=str(source), fix=error.fix
+            ) from None
 
 
 def _messages(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -283,7 +312,7 @@ class ConversationCollator:
 
 def _as_rgb(image):
     if isinstance(image, str | Path):
-        from PIL import Image
+        from emtbench.core.images import open_image
 
-        image = Image.open(image)
+        image = open_image(image, str(image))
     return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image

@@ -117,6 +117,9 @@ class TrainSettings:
             self.learning_rate = DEFAULT_LEARNING_RATES[self.base_method]
         if self.max_steps <= 0 and self.epochs <= 0:
             raise EmtbenchError("train for some epochs or steps", where="--epochs/--max-steps")
+        from emtbench.methods.settings_checks import check_training_settings
+
+        check_training_settings(self)
 
     def resolve(self, config) -> None:
         """Fill defaults that depend on the model: LoRA rank = hidden size / 2 (SPEC §3)."""
