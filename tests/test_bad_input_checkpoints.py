@@ -250,3 +250,62 @@ def test_convert_prismatic_refuses_tensors_that_do_not_fit(tmp_path, prismatic_r
         match="checkpoint",
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["a tensor missing", "NaN weights"])
+def test_finetune_refuses_a_base_model_whose_weights_do_not_fit(tmp_path, tiny_llava, case):
+    """transformers would initialise the missing tensor at random and train on from there."""
+    model = _edited_copy(tiny_llava, tmp_path / "base", WEIGHT_EDITS[case])
+    out = tmp_path / "out"
+    expect_refusal(
+        AREA_CHECKPOINTS,
+        f"finetune --model with {case}",
+        cli(
+            "finetune",
+            "--model",
+            str(model),
+            "--method",
+            "linear",
+            "--data",
+            "emt:digits",
+            "--limit",
+            "4",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--output",
+            str(out),
+        ),
+        match="--model",
+        nothing_wasted=lambda: not (tmp_path / ".out.checkpoints").exists(),
+    )
+
+
+@pytest.mark.parametrize("case", ["non-UTF-8", "duplicate model_type"])
+def test_finetune_refuses_a_broken_config_json(tmp_path, tiny_llava, case):
+    model = tmp_path / "base"
+    shutil.copytree(tiny_llava, model)
+    (model / "config.json").write_bytes(CONFIG_TEXT[case])
+    expect_refusal(
+        AREA_CONFIGS,
+        f"finetune: config.json {case}",
+        cli(
+            "finetune",
+            "--model",
+            str(model),
+            "--method",
+            "linear",
+            "--data",
+            "emt:digits",
+            "--limit",
+            "4",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--output",
+            str(tmp_path / "out"),
+        ),
+        match="config.json",
+    )

@@ -181,6 +181,9 @@ def check_architecture(model_path: str):
     """Fail on an unsupported architecture before any weights are loaded; return the config."""
     from transformers import AutoConfig
 
+    from emtbench.models.checked import check_config_file
+
+    check_config_file(model_path, where="--model", required=False)  # strict UTF-8 / JSON, named
     try:
         config = AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError) as error:
@@ -198,8 +201,13 @@ def load_model_and_processor(model_path: str):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from emtbench.models.checked import from_pretrained_checked
+
     check_architecture(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    # missing, mis-shaped or NaN weights are a named error, never a random initialisation trained on
+    model = from_pretrained_checked(
+        AutoModelForImageTextToText, model_path, where="--model", dtype=torch.float32
+    )
     part_paths(model)
     processor = AutoProcessor.from_pretrained(model_path)
     return model, processor
