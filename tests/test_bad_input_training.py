@@ -197,3 +197,27 @@ def test_kill_9_during_a_save_then_resume(tmp_path, tiny_llava, point, step, sch
         return True
 
     expect_handled(AREA_KILL, f"kill -9 at {point} of checkpoint-{step} ({schedule})", case)
+
+
+@pytest.mark.parametrize(
+    ("case", "extra"),
+    [
+        ("--eval-limit 0", ["--eval-limit", "0"]),
+        ("--eval-args with an unclosed quote", ["--eval-args", '--metadata \'{"split": "test"}']),
+        ("--eval-args with bad --metadata JSON", ["--eval-args", '--metadata {"split":']),
+        ("--eval-args with an unknown metadata key", ["--eval-args", '--metadata {"fracton":0.2}']),
+        ("--eval-args with --limit -1", ["--eval-args", "--limit -1"]),
+    ],
+)
+def test_continual_refuses_eval_options_before_the_first_stage_trains(tmp_path, tiny_llava, case, extra):
+    """Otherwise stage 1 trains and the evaluation after it crashes."""
+    out = tmp_path / "seq"
+    argv = ["continual", "--model", str(tiny_llava), "--method", "linear", "--sequence", "emt:digits",
+            "--eval-tasks", "emt_digits", "--limit", "4", "--max-steps", "1", "--batch-size", "2",
+            "--output", str(out), *extra]  # fmt: skip
+    expect_refusal(
+        AREA_OPTIONS,
+        f"continual {case}",
+        cli(*argv),
+        nothing_wasted=lambda: not (out / "stage1_digits").exists(),
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from emtbench.core.errors import EmtbenchError
 from emtbench.tasks import TASKS_DIR
 
 EVAL_HELP = f"""\
@@ -66,40 +65,12 @@ def _requested_tasks(argv: list[str]) -> list[str]:
     return []
 
 
-def _option_value(argv: list[str], *names: str) -> str | None:
-    """The last value given to one of ``names`` (``--limit 5`` or ``--limit=5``)."""
-    found = None
-    for index, arg in enumerate(argv):
-        for name in names:
-            if arg == name and index + 1 < len(argv):
-                found = argv[index + 1]
-            elif arg.startswith(name + "="):
-                found = arg.split("=", 1)[1]
-    return found
-
-
-def check_limit(argv: list[str]) -> None:
-    """lm-eval's ``--limit``: a count ≥ 1 or a fraction in (0, 1); 0 or less crashes mid-run."""
-    value = _option_value(argv, "--limit", "-L")
-    if value is None:
-        return
-    try:
-        limit = float(value)
-    except ValueError:
-        limit = float("nan")
-    if not limit > 0 or limit == float("inf") or (limit >= 1 and not limit.is_integer()):
-        raise EmtbenchError(
-            f"--limit must be a number of documents (1, 2, ...) or a fraction in (0, 1), got {value!r}",
-            where="--limit",
-            fix="e.g. --limit 100 (the first 100 documents of each task) or --limit 0.1",
-        )
-
-
 def check_local_model(argv: list[str]) -> None:
     """A ``pretrained=`` folder given in ``--model_args`` has a readable config.json (checked strictly)."""
     from emtbench.models.checked import check_config_file
+    from emtbench.tasks.evaluation import option_value
 
-    value = _option_value(argv, "--model_args")
+    value = option_value(argv, "--model_args")
     if not value or value.lstrip().startswith("{"):
         return
     for item in value.split(","):
@@ -109,7 +80,7 @@ def check_local_model(argv: list[str]) -> None:
 
 
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
-    from emtbench.tasks.evaluation import run_lm_eval
+    from emtbench.tasks.evaluation import check_limit, run_lm_eval
     from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
 
     if not argv or argv[0] in ("-h", "--help"):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.readers import read_json
 from emtbench.methods.finetune import TrainSettings, finetune
 
 MATRIX_FILE = "accuracy_matrix.json"
@@ -77,7 +78,8 @@ def _read_accuracies(output_path: Path, tasks: list[str]) -> dict[str, float] | 
     files = sorted(output_path.rglob("results_*.json"), key=os.path.getmtime) if output_path.is_dir() else []
     if not files:
         return None
-    results = json.loads(files[-1].read_text()).get("results", {})
+    data = read_json(files[-1], what="results file")  # a run killed mid-write: a named error
+    results = data.get("results", {}) if isinstance(data, dict) else {}
     if not all(task in results and "acc,none" in results[task] for task in tasks):
         return None
     return {task: 100.0 * float(results[task]["acc,none"]) for task in tasks}
@@ -93,13 +95,16 @@ def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
 
 def check_continual_output(output: Path, config: dict[str, Any], *, overwrite: bool) -> None:
     """Continue an interrupted identical run; refuse a folder holding a different one."""
+    from emtbench.core.paths import check_writable_dir
+
+    check_writable_dir(output, flag="--output")  # a file or an unwritable place: refused before training
     if not output.exists() or overwrite:
         return
     if not output.is_dir():
         raise EmtbenchError(f"{output} exists and is not a directory", where="--output")
     previous = output / CONTINUAL_RUN_FILE
     if previous.is_file():
-        if json.loads(previous.read_text()) == json.loads(json.dumps(config, default=str)):
+        if read_json(previous, what="continual run record") == json.loads(json.dumps(config, default=str)):
             return
         raise EmtbenchError(
             f"{output} already holds a different continual run",
@@ -140,6 +145,17 @@ def continual(
         )
     if not eval_tasks:
         raise EmtbenchError("no tasks to evaluate", where="--eval-tasks", fix="e.g. emt_mnist,emt_cifar10")
+    if eval_limit is not None and eval_limit < 1:
+        raise EmtbenchError(f"--eval-limit must be at least 1, got {eval_limit}", where="--eval-limit")
+    try:
+        extra_eval_args = shlex.split(eval_args)
+    except ValueError as error:
+        raise EmtbenchError(f"cannot split into arguments ({error})", where="--eval-args") from None
+    from emtbench.tasks.evaluation import check_eval_arguments
+
+    check_eval_arguments(
+        extra_eval_args, eval_tasks
+    )  # bad --metadata or --limit: refused before stage 1 trains
     from accelerate import PartialState
 
     if PartialState().num_processes > 1:
@@ -179,7 +195,7 @@ def continual(
         "limit": eval_limit,
         "batch_size": eval_batch_size,
         "device": device,
-        "extra_args": shlex.split(eval_args),
+        "extra_args": extra_eval_args,
     }
     base_row = None
     if eval_base:

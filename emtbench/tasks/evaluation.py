@@ -10,6 +10,45 @@ from emtbench.core.errors import EmtbenchError
 from emtbench.tasks import TASKS_DIR
 
 
+def option_value(argv: list[str], *names: str) -> str | None:
+    """The last value given to one of ``names`` (``--limit 5`` or ``--limit=5``)."""
+    found = None
+    for index, arg in enumerate(argv):
+        for name in names:
+            if arg == name and index + 1 < len(argv):
+                found = argv[index + 1]
+            elif arg.startswith(name + "="):
+                found = arg.split("=", 1)[1]
+    return found
+
+
+def check_limit(argv: list[str]) -> None:
+    """lm-eval's ``--limit``: a count ≥ 1 or a fraction in (0, 1); 0 or less crashes mid-run."""
+    value = option_value(argv, "--limit", "-L")
+    if value is None:
+        return
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = float("nan")
+    if not limit > 0 or limit == float("inf") or (limit >= 1 and not limit.is_integer()):
+        raise EmtbenchError(
+            f"--limit must be a number of documents (1, 2, ...) or a fraction in (0, 1), got {value!r}",
+            where="--limit",
+            fix="e.g. --limit 100 (the first 100 documents of each task) or --limit 0.1",
+        )
+
+
+def check_eval_arguments(argv: list[str], tasks: list[str]) -> None:
+    """What in lm-eval arguments would only fail mid-run: ``--limit``, ``--metadata`` (EMT tasks)."""
+    from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
+
+    check_limit(argv)
+    metadata = cli_metadata(argv)  # malformed --metadata: a named error whatever the tasks
+    if metadata and any(task.startswith("emt") for task in tasks):
+        check_metadata_keys(metadata)
+
+
 def run_lm_eval(argv: list[str]) -> int:
     """Run lm_eval's own CLI in this process, with the EMT task folder included.
 
