@@ -264,3 +264,26 @@ def test_credentials_that_reach_a_results_file_another_way_are_scrubbed(tmp_path
         return "s3cr3t-TOKEN" not in text and "http://***@10.0.0.1/v1" in text and json.loads(text)
 
     expect_handled(AREA_SECRETS, "password in --model_args: results file", case)
+
+
+def test_a_verdict_cache_that_is_not_a_database_is_named(api, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"not a database " * 50)
+    expect_refusal(
+        AREA_OPTIONS, "judge_cache is not SQLite", lambda: api(judge_cache=str(cache)), match="cache"
+    )
+
+
+def test_cache_rows_this_version_never_writes_are_judged_again(server, api, tmp_path):
+    import sqlite3
+
+    cache = tmp_path / "cache.sqlite"
+    judge = api(judge_cache=str(cache))
+    with sqlite3.connect(cache) as db:
+        db.execute("INSERT INTO verdicts VALUES (?, 'cat', 'a cat', 'certainly', '')", (judge.identity,))
+
+    def case() -> bool:
+        verdict = api(judge_cache=str(cache)).judge_one(cat("a cat")).verdict
+        return verdict is Verdict.CORRECT and len(server.requests) == 1
+
+    expect_handled(AREA_REPLIES, "verdict cache row with an unknown verdict", case)

@@ -29,6 +29,8 @@ Select data with --metadata (JSON):
   source     auto (Hub, else offline copy) | hub | offline
   judge      rule (default) | embedding | llm | local_llm | cascade (local_llm with the default SmolLM2-135M is a weak judge)
              (judge options such as judge_model: see `emtbench judge-agreement --help`)
+             acc is accuracy over the answers the judge could judge; judge_coverage beside it is
+             the share it could (an unreachable judge lowers coverage, never acc)
 
 Example:
   emtbench eval --model hf-multimodal --model_args pretrained=llava-hf/llava-1.5-7b-hf \\

@@ -34,6 +34,9 @@ The MANIFEST (YAML) lists the runs to compare; paths are relative to the manifes
       accuracy_matrix: ckpt/matrix.json      # continual runs: heatmap, BWT, forgetting
       url: https://huggingface.co/you/llava-lora-mnist
 
+Cells whose judge could judge fewer than min_judge_coverage (manifest, default 0.95) of the answers
+are flagged on the page; a task the judge could judge none of is a problem.
+
 Every problem (missing or malformed results, a task missing from a run, an unknown base, two runs
 with one name) is listed with its file and field; nothing is written unless --allow-partial.
 

@@ -67,9 +67,13 @@ class VerdictCache:
                     "SELECT verdict, matched FROM verdicts WHERE judge=? AND label=? AND answer=?",
                     (judge, label, answer),
                 ).fetchone()
-                if row is not None:
+                if row is not None and isinstance(row[0], str) and isinstance(row[1], str):
+                    try:
+                        verdict = Verdict(row[0])
+                    except ValueError:  # a row this version never writes: judge the answer again
+                        continue
                     matched = tuple(m for m in row[1].split("\x1f") if m)
-                    found[(label, answer)] = Judgement(Verdict(row[0]), matched)
+                    found[(label, answer)] = Judgement(verdict, matched)
         self.hits += len(found)
         self.misses += len(wanted) - len(found)
         return found
