@@ -142,6 +142,9 @@ def expect_handled(area: str, case: str, call: Callable[[], bool], *, protect: I
         kind = "handled" if correct else "silent"
     except EmtbenchError as raised:  # a named error where the fault should have been absorbed
         kind, detail = "named", str(raised)
+    except AssertionError as raised:  # the case's own checks: emtbench returned, with the wrong result
+        detail = str(raised)
+        kind = "traceback" if "Traceback (most recent call last)" in detail else "silent"
     except Exception as raised:
         kind, detail = "traceback", f"{type(raised).__name__}: {raised}"
     if snapshot(protect) != before:
