@@ -39,16 +39,20 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
     except EmtbenchError:
         records = None  # parse line by line below to say which line is broken
     by_filter: dict[str, list[float]] = {}
-    seen: dict[str, set[object]] = {}
+    doc_ids: dict[str, list[tuple[object, int]]] = {}
     for index, (line_number, line) in enumerate(numbered):
-        where = f"{path}: line {line_number}"
-        record = records[index] if records is not None else parse_json(line, where, fix=fix)
-        if not isinstance(record, dict):
-            raise EmtbenchError("not an lm-eval sample record (a JSON object)", where=where, fix=fix)
-        filter_key = record.get("filter", "none")
-        if not isinstance(filter_key, str):
-            raise EmtbenchError(f"filter {filter_key!r} is not a name", where=where, fix=fix)
-        if metric not in record:
+        if records is not None:
+            record = records[index]
+        else:
+            record = parse_json(line, f"{path}: line {line_number}", fix=fix)
+        if record.__class__ is not dict:
+            raise EmtbenchError(
+                f"line {line_number} is not an lm-eval sample record (a JSON object)",
+                where=str(path),
+                fix=fix,
+            )
+        value = record.get(metric, _MISSING)
+        if value is _MISSING:
             if isinstance(record.get("metrics"), list) and metric not in record["metrics"]:
                 continue  # not scored on this metric (e.g. judge_error: no acc)
             raise EmtbenchError(
@@ -56,24 +60,25 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
                 where=str(path),
                 fix=fix,
             )
-        value = record[metric]
         if value.__class__ not in (float, int):  # bool is not a score
             raise EmtbenchError(f"line {line_number}: {metric!r} is not a number", where=str(path))
         if not 0.0 <= value <= 1.0:
             raise EmtbenchError(
                 f"line {line_number}: {metric!r} = {value} is not a score in [0, 1]", where=str(path)
             )
-        doc_id = record.get("doc_id")
-        if doc_id is not None:
-            key = doc_id if isinstance(doc_id, int | str) else json.dumps(doc_id, sort_keys=True)
-            if key in seen.setdefault(filter_key, set()):
+        filter_key = record.get("filter", "none")
+        scores = by_filter.get(filter_key)
+        if scores is None:
+            if not isinstance(filter_key, str):
                 raise EmtbenchError(
-                    f"line {line_number}: document {doc_id!r} is logged twice for filter {filter_key!r}",
-                    where=str(path),
-                    fix="pass the samples file of one run (files appended to each other double-count)",
+                    f"line {line_number}: filter {filter_key!r} is not a name", where=str(path), fix=fix
                 )
-            seen[filter_key].add(key)
-        by_filter.setdefault(filter_key, []).append(value)
+            scores = by_filter[filter_key] = []
+            doc_ids[filter_key] = []
+        scores.append(value)
+        doc_ids[filter_key].append((record.get("doc_id"), line_number))
+    for filter_key, logged in doc_ids.items():
+        _check_logged_once(logged, filter_key, path)
     if not by_filter:
         raise EmtbenchError("samples file holds no scored samples", where=str(path))
     if filter_name is None:
@@ -83,6 +88,30 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
             f"no samples for filter {filter_name!r} (found {sorted(by_filter)})", where=str(path)
         )
     return np.asarray(by_filter[filter_name], dtype=float)
+
+
+_MISSING = object()
+
+
+def _check_logged_once(logged: list[tuple[object, int]], filter_key: str, path: Path) -> None:
+    """Each document once per filter: a file appended to itself (or to another run's) double-counts."""
+    ids = [doc_id for doc_id, _ in logged if doc_id is not None]
+    try:
+        unique = len(set(ids)) == len(ids)
+    except TypeError:  # an unhashable doc_id (a list): compare by their JSON text
+        unique = len({json.dumps(i, sort_keys=True) for i in ids}) == len(ids)
+    if unique:
+        return
+    seen: set[str] = set()
+    for doc_id, line_number in logged:
+        key = json.dumps(doc_id, sort_keys=True)
+        if doc_id is not None and key in seen:
+            raise EmtbenchError(
+                f"line {line_number}: document {doc_id!r} is logged twice for filter {filter_key!r}",
+                where=str(path),
+                fix="pass the samples file of one run (files appended to each other double-count)",
+            )
+        seen.add(key)
 
 
 def resampled_means(
