@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import run_emtbench
 
-from emtbench.cli.leaderboard import make_server
 from emtbench.core.errors import EmtbenchError
 from emtbench.leaderboard.manifest import default_groups, load_manifest
+from emtbench.leaderboard.site import make_server
 from emtbench.metrics import delta, group_score, tailor_scores
 from emtbench.testing.leaderboard import BASE_ACCURACY, INJECTED_NAME, write_demo_manifest, write_results
 

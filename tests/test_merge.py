@@ -10,16 +10,18 @@ from conftest import run_emtbench
 from fusion_helpers import target_loss
 
 from emtbench.core.errors import EmtbenchError
-from emtbench.methods.fusion.merge import (
+from emtbench.methods.fusion.base import (
     MERGE_METHODS,
-    MergeSettings,
-    dare_delta,
+    DensityParameters,
+    NoParameters,
+    WeightParameters,
     get_merge_method,
     merge_state,
     register_merge_method,
-    ties_delta,
     top_share_mask,
 )
+from emtbench.methods.fusion.methods.dare import dare_delta
+from emtbench.methods.fusion.methods.ties import ties_delta
 
 
 def test_dare_keeps_the_expected_task_vector():
@@ -68,7 +70,7 @@ def test_task_arithmetic_sums_scaled_task_vectors():
     pretrained = {"w": torch.tensor([1.0, 2.0])}
     finetuned = [{"w": torch.tensor([2.0, 2.0])}, {"w": torch.tensor([1.0, 5.0])}]
     merged = merge_state(
-        get_merge_method("task-arithmetic"), pretrained, finetuned, ["w"], MergeSettings(weight=0.5)
+        get_merge_method("task-arithmetic"), pretrained, finetuned, ["w"], WeightParameters(weight=0.5)
     )
     torch.testing.assert_close(merged["w"], torch.tensor([1.5, 3.5]))
 
@@ -86,7 +88,7 @@ def test_registry_accepts_new_methods_and_rejects_unknown_names():
             {"w": torch.ones(2)},
             [{"w": torch.zeros(2)}],
             ["w"],
-            MergeSettings(),
+            NoParameters(),
         )
         assert torch.equal(merged["w"], torch.ones(2))
     finally:
@@ -97,7 +99,11 @@ def test_registry_accepts_new_methods_and_rejects_unknown_names():
 
 @pytest.mark.parametrize(
     "settings",
-    [MergeSettings(drop_rate=1.0), MergeSettings(density=0.0), MergeSettings(density=0.3, drop_rate=0.5)],
+    [
+        DensityParameters(drop_rate=1.0),
+        DensityParameters(density=0.0),
+        DensityParameters(density=0.3, drop_rate=0.5),
+    ],
 )
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(EmtbenchError):

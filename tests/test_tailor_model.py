@@ -80,7 +80,7 @@ def test_driver_calibrates_through_already_tailored_layers(tiny_llava_dir, tiny_
     """Re-deriving the last layers' Hessians from the *final* model reproduces their fused weights."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from emtbench.methods.data import ConversationCollator, load_conversations
+    from emtbench.methods.finetune.data import ConversationCollator, load_conversations
     from emtbench.methods.fusion.driver import tailor_model
     from emtbench.methods.fusion.tailor import HessianAccumulator, TailorConfig, tailor_layer
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
-from pathlib import Path
 
 from emtbench.core.errors import EmtbenchError
 
@@ -74,58 +71,12 @@ def _parse_metadata(text: str) -> dict:
 
 
 def run_agreement(args: argparse.Namespace, extra: list[str]) -> int:
-    from itertools import combinations
-
-    from tqdm.auto import tqdm
-
-    from emtbench.judges.agreement import (
-        build_judges,
-        compare,
-        disagreement_records,
-        format_report,
-        load_samples,
-        run_judge,
-    )
-    from emtbench.judges.base import judge_option_keys
+    from emtbench.judges.agreement import judge_agreement
 
     names = [name.strip() for name in args.judges.split(",") if name.strip()]
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise EmtbenchError(
-            f"need at least two different judges, got {args.judges!r}",
-            where="--judges",
-            fix="e.g. --judges rule,embedding,llm",
-        )
-    metadata = _parse_metadata(args.metadata)
-    unknown = sorted(set(metadata) - judge_option_keys())
-    if unknown:
-        raise EmtbenchError(
-            f"unknown judge option(s) {', '.join(map(repr, unknown))}",
-            where="--metadata",
-            fix=f"judges accept: {', '.join(sorted(judge_option_keys() - {'judge'}))}",
-        )
-    samples = load_samples(args.samples)
-    judges = build_judges(names, metadata)  # fails on bad options before any judging starts
-    items = [sample.item for sample in samples]
-    runs = []
-    for name in tqdm(names, desc="judges", unit="judge"):
-        runs.append(run_judge(name, judges[name], items))
-    pairs = [compare(a, b) for a, b in combinations(runs, 2)]
-    records = disagreement_records(samples, runs)
-    _write_jsonl_atomically(Path(args.disagreements), records)
-    print(format_report(runs, pairs, len(samples)))
-    print(f"\n{len(records)} disagreeing answer(s) written to {args.disagreements}")
+    report = judge_agreement(
+        args.samples, names, metadata=_parse_metadata(args.metadata), disagreements=args.disagreements
+    )
+    print(report.text())
+    print(f"\n{len(report.disagreements)} disagreeing answer(s) written to {args.disagreements}")
     return 0
-
-
-def _write_jsonl_atomically(path: Path, records: list[dict]) -> None:
-    """Write to a temporary file beside ``path`` and rename, so a failure leaves no partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

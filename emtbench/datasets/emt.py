@@ -1,4 +1,4 @@
-"""The EMT classification datasets: where they live, their labels and their prompts (SPEC §1).
+"""The EMT classification datasets: where they live, their labels and their prompts (EMT §4, App. C.1; docs/design.md §2).
 
 A :class:`EMTDataset` is the single source of truth for a task; the lm-eval YAML files only name
 the dataset, so prompts, label lists and loaders can never drift apart.
@@ -49,7 +49,7 @@ def _miniimagenet_table() -> list[dict]:
 
 
 def spoken(label: str) -> str:
-    """A label as it appears in prompts: underscores rendered as spaces (SPEC §1)."""
+    """A label as it appears in prompts: underscores rendered as spaces (EMT App. C.1)."""
     return label.replace("_", " ")
 
 

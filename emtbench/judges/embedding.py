@@ -22,7 +22,7 @@ BACKENDS = ("auto", "sentence-transformers", "clip")
 
 
 def minilm_path() -> Path | None:
-    """The offline all-MiniLM-L6-v2 folder of SPEC §7, when its package is installed."""
+    """The offline all-MiniLM-L6-v2 folder (docs/design.md §8), when its package is installed."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(folder) / "model"

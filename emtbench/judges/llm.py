@@ -1,4 +1,4 @@
-"""LLM judges: the EMT paper's yes/no question (SPEC §1) to an OpenAI-compatible API or a local LM.
+"""LLM judges: the EMT paper's yes/no question (EMT §7) to an OpenAI-compatible API or a local LM.
 
 ``llm`` talks to any OpenAI-compatible endpoint with the paper's prompt and sampling parameters,
 concurrently and with retries; a request that still fails after ``judge_max_attempts`` becomes a
@@ -42,7 +42,7 @@ JUDGE_PROMPT = (
     'Please only answer the question in yes or no. Is the "Prediction" correctly predicting the right '
     '"Label"? Label: {label}; Prediction: {outputs}.'
 )
-"""The EMT paper's judge prompt (SPEC §1); the label goes in raw (``aquarium_fish``)."""
+"""The EMT paper's judge prompt (EMT §7); the label goes in raw (``aquarium_fish``)."""
 PAPER_SAMPLING: dict[str, float | int] = {
     "temperature": 0.2,
     "max_tokens": 64,
@@ -286,7 +286,7 @@ class OpenAIJudge(YesNoJudge):
 
 
 def smollm2_path() -> Path | None:
-    """The offline SmolLM2-135M-Instruct GGUF of SPEC §7, when its package is installed."""
+    """The offline SmolLM2-135M-Instruct GGUF (docs/design.md §8), when its package is installed."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(folder) / SMOLLM2_FILE

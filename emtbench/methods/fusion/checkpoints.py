@@ -101,7 +101,7 @@ def calibration_batches(
     image_root: str | None = None,
 ) -> list[dict[str, Any]]:
     """Target-task batches (``labels`` = -100 except answer tokens); errors when no answer token is left."""
-    from emtbench.methods.data import ConversationCollator, load_conversations
+    from emtbench.methods.finetune.data import ConversationCollator, load_conversations
 
     rows = load_conversations(spec, image_root=image_root, split=split, limit=samples, seed=seed)
     collator = ConversationCollator(processor)
@@ -115,7 +115,7 @@ def calibration_batches(
 
 def check_target_tokens(batches: Sequence[dict[str, Any]], spec: str) -> None:
     """Calibration must be *target-task* data: at least one answer token to fit."""
-    from emtbench.methods.data import IGNORE_INDEX
+    from emtbench.methods.finetune.data import IGNORE_INDEX
 
     targets = sum(int((batch["labels"] != IGNORE_INDEX).sum()) for batch in batches)
     if targets == 0:
@@ -171,3 +171,8 @@ def changed_fraction(model, pretrained_state: dict[str, torch.Tensor]) -> dict[s
         if different:
             per_tensor[name] = different / parameter.numel()
     return {"changed": changed, "total": total, "changed_fraction": changed / total, "per_tensor": per_tensor}
+
+
+def tensors_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Same shape and values (``b`` compared in ``a``'s dtype)."""
+    return a.shape == b.shape and bool(torch.equal(a, b.to(a.dtype)))

@@ -7,7 +7,7 @@ layer patch features -> projector -> LLM, with the image features placed right a
 Writing it as ``LlavaForConditionalGeneration`` lets every emtbench command (``hf-multimodal``
 evaluation, fine-tuning, fusion) run on it with no Prismatic code.
 
-Facts taken from the Prismatic source (SPEC §6 and the repository):
+Facts taken from the Prismatic source (docs/design.md §7 and the repository):
 
 - ``config.json`` -> ``model`` holds ``model_id``, ``vision_backbone_id``, ``llm_backbone_id``,
   ``arch_specifier``, ``image_resize_strategy`` (``resize-naive`` | ``resize-crop`` | ``letterbox``)
