@@ -233,6 +233,20 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values)
 
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        """Images enter at prefill only: a decode step (no ``<image>`` token left) gets no pixels.
+
+        transformers 5.24's GenerationMixin drops ``pixel_values`` after the first step by itself
+        (``input_modalities``); earlier 5.x releases pass them at every step. Deciding from the
+        tokens is right on both, because the placeholders exist only in the prompt.
+        """
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        ids = inputs.get("input_ids")
+        decoding = ids is not None and not bool((ids == self.config.image_token_id).any())
+        if decoding and inputs.get("pixel_values") is not None:
+            inputs["pixel_values"] = None
+        return inputs
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
