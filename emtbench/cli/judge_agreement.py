@@ -13,15 +13,10 @@ print, per judge, accuracy, judge errors, time and LLM calls, and for every pair
 of answers they agree on (right vs not right) and Cohen's kappa. Answers on which the judges disagree
 go to --disagreements (JSON lines: label, answer, each judge's verdict) for a human to read.
 
-Judges: rule, embedding, llm (OpenAI-compatible API), local_llm (local transformers LM), cascade
-(rule for clear cases, LLM for the rest). Their options come from --metadata, as in `emtbench eval`:
-  llm / cascade: judge_model, judge_base_url, judge_api_key_env (default OPENAI_API_KEY),
-                 judge_concurrency, judge_max_attempts, judge_timeout, judge_cache (path or "none")
-  local_llm:     judge_model (folder or .gguf; default: offline SmolLM2 package), judge_batch_size
-                 (SmolLM2-135M is a weak judge: it says "no" to almost everything; use it to try the
-                 pipeline offline, not for numbers you report)
-  embedding:     judge_embedding_model, judge_embedding_backend (sentence-transformers | clip)
-  cascade:       judge_fallback (llm | local_llm)
+Judges and their options (from --metadata, as in `emtbench eval`):
+{judges}
+(SmolLM2-135M, local_llm's default, is a weak judge: it says "no" to almost everything; use it to try
+the pipeline offline, not for numbers you report.)
 
 Example:
   emtbench eval --model hf-multimodal --model_args pretrained=llava-hf/llava-1.5-7b-hf \\
@@ -32,10 +27,12 @@ Example:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from emtbench.judges.base import judges_help
+
     parser = subparsers.add_parser(
         "judge-agreement",
         help="re-judge logged samples with several judges; print agreement and Cohen's kappa",
-        description=AGREEMENT_HELP,
+        description=AGREEMENT_HELP.replace("{judges}", judges_help()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("samples", nargs="+", metavar="SAMPLES.jsonl", help="lm-eval samples files")

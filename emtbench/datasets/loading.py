@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from emtbench.core.cache import user_cache_dir
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.fsutil import staged_directory
+from emtbench.core.options import option
 from emtbench.datasets.emt import EMTDataset
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,15 @@ SOURCES = ("auto", "hub", "offline")
 class DataOptions:
     """Which images a task evaluates on: the ``--metadata`` keys that select data."""
 
-    data_dir: str | None = None
-    split: str | None = None
-    fraction: float | None = None
-    seed: int = 0
-    source: str = "auto"
+    data_dir: str | None = option(
+        None, help="local copy: image folder with one sub-folder per class, or parquet/arrow files"
+    )
+    split: str | None = option(None, help="dataset split (default: test)")
+    fraction: float | None = option(
+        None, help="evaluate a fixed random share of the split (the paper: 0.2 of train)"
+    )
+    seed: int = option(0, help="seed of that share (default 0)")
+    source: str = option("auto", help="auto (Hub, else offline copy) | hub | offline")
 
     KEYS = ("data_dir", "split", "fraction", "seed", "source")
 

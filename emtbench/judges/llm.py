@@ -27,11 +27,13 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.options import option
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.cache import VerdictCache
 from emtbench.judges.rule import rule_judgement, tokens
@@ -98,10 +100,37 @@ def verdict_from_reply(item: JudgeItem, reply: str | None) -> Judgement:
     return Judgement(rule.verdict, rule.matched)
 
 
+@dataclass(frozen=True)
+class YesNoOptions:
+    judge_cache: str | None = option(
+        None, help='verdict cache file, or "none" (default: one per judge in the emtbench cache folder)'
+    )
+
+
+@dataclass(frozen=True)
+class OpenAIOptions(YesNoOptions):
+    judge_model: str = option(PAPER_MODEL, help="model name at the endpoint")
+    judge_base_url: str | None = option(None, help="OpenAI-compatible endpoint (default: OpenAI's)")
+    judge_api_key_env: str = option("OPENAI_API_KEY", help="environment variable holding the API key")
+    judge_concurrency: int = option(8, help="requests in flight at once")
+    judge_max_attempts: int = option(5, help="tries per answer before it counts as a judge error")
+    judge_timeout: float = option(60.0, help="seconds per request")
+    judge_backoff: float = option(1.0, help="first retry delay in seconds (doubles each retry)")
+
+
+@dataclass(frozen=True)
+class LocalLLMOptions(YesNoOptions):
+    judge_model: str | None = option(
+        None, help="local causal LM folder or .gguf (default: the offline SmolLM2-135M, a weak judge)"
+    )
+    judge_batch_size: int = option(16, help="answers per generate call")
+    judge_max_new_tokens: int = option(8, help="tokens generated per verdict")
+
+
 class YesNoJudge(Judge):
     """Shared machinery of the LLM judges: empty answers, the verdict cache, and call counting."""
 
-    option_keys = ("judge_cache",)
+    options_class = YesNoOptions
 
     def __init__(self, judge_cache: str | None = None):
         self.cache = VerdictCache.from_option(judge_cache)
@@ -167,16 +196,8 @@ def _progress(total: int, desc: str):
 class OpenAIJudge(YesNoJudge):
     """The paper's judge against any OpenAI-compatible chat-completions endpoint."""
 
-    option_keys = (
-        *YesNoJudge.option_keys,
-        "judge_model",
-        "judge_base_url",
-        "judge_api_key_env",
-        "judge_concurrency",
-        "judge_max_attempts",
-        "judge_timeout",
-        "judge_backoff",
-    )
+    summary = "the EMT paper's yes/no question to an OpenAI-compatible API (EMT §7)"
+    options_class = OpenAIOptions
 
     def __init__(
         self,
@@ -304,7 +325,8 @@ class LocalLLMJudge(YesNoJudge):
     dequantise-once cache, so only the first run pays for parsing the GGUF.
     """
 
-    option_keys = (*YesNoJudge.option_keys, "judge_model", "judge_batch_size", "judge_max_new_tokens")
+    summary = "the same question to a local transformers LM (SmolLM2-135M by default: a weak judge)"
+    options_class = LocalLLMOptions
 
     def __init__(
         self,
