@@ -207,6 +207,7 @@ def test_bad_data_specs_are_clear_errors(tmp_path, spec, content, message):
 # --- what each method trains -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["linear", "full", "lora", "soft", "msgm"])
 def test_each_method_lowers_the_loss_and_never_touches_the_vision_tower(
     method, trained, base_model, fixed_batch
@@ -220,6 +221,7 @@ def test_each_method_lowers_the_loss_and_never_touches_the_vision_tower(
     assert result.parameters["trained"] > 0
 
 
+@pytest.mark.slow
 def test_linear_changes_only_the_projector(trained, base_model):
     changed = differing(state(base_model), state(trained["linear"].model))
     assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
@@ -227,12 +229,14 @@ def test_linear_changes_only_the_projector(trained, base_model):
     assert trained["linear"].parameters["trained"] == projector
 
 
+@pytest.mark.slow
 def test_full_changes_projector_and_language_model(trained, base_model):
     changed = differing(state(base_model), state(trained["full"].model))
     assert any(name.startswith("model.multi_modal_projector.") for name in changed)
     assert any(name.startswith("model.language_model.layers.") for name in changed)
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_projector_then_merges_into_the_llm(trained, base_model):
     from peft import get_peft_model_state_dict
 
@@ -293,6 +297,7 @@ def finetuned_dir(tiny_llava_dir, tmp_path_factory):
     return output, uploads
 
 
+@pytest.mark.slow
 def test_finetune_cli_writes_a_loadable_model_with_its_run_record(finetuned_dir, tiny_llava_dir):
     from transformers import AutoModelForImageTextToText
 
@@ -325,6 +330,7 @@ def test_finetuned_checkpoint_runs_through_emtbench_eval(finetuned_dir, tmp_path
     assert 0.0 <= results["acc,none"] <= 1.0
 
 
+@pytest.mark.slow
 def test_output_holding_a_different_run_is_refused_unless_overwrite(finetuned_dir, tiny_llava_dir, capsys):
     output, _ = finetuned_dir
     before = (output / "model.safetensors").read_bytes()
@@ -379,6 +385,7 @@ def test_bad_method_and_unmapped_architecture_fail_before_training(tmp_path, tin
     assert not output.exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.slow
 def test_a_failing_save_leaves_no_half_written_checkpoint(tmp_path, tiny_llava_dir, monkeypatch):
     import emtbench.methods.finetune.run as module
 
@@ -394,6 +401,7 @@ def test_a_failing_save_leaves_no_half_written_checkpoint(tmp_path, tiny_llava_d
     assert [p.name for p in tmp_path.iterdir()] == [".out.checkpoints"] or not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_trainer_checkpoint(tmp_path, tiny_llava_dir):
     from safetensors.torch import load_file
 
@@ -455,6 +463,7 @@ def instrumented_trainer(monkeypatch, *, interrupt_at: int | None = None) -> dic
     return seen
 
 
+@pytest.mark.slow
 def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model(
     tmp_path, tiny_llava_dir, monkeypatch
 ):
@@ -478,6 +487,7 @@ def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model
     assert record["parameters"]["changed"] > 0 and record["parameters"]["trained"] > 0
 
 
+@pytest.mark.slow
 def test_fsdp_final_save_gathers_a_full_state_dict_through_the_accelerator(
     tmp_path, tiny_llava_dir, monkeypatch
 ):
@@ -549,6 +559,7 @@ def test_warmup_starts_above_zero_and_reaches_the_peak_after_the_warmup_steps():
     assert warmup_scheduler(optimizer, "cosine", warmup_steps=0, total_steps=10) is None
 
 
+@pytest.mark.slow
 def test_a_one_step_run_with_default_settings_changes_the_weights(tmp_path, tiny_llava_dir, base_model):
     settings = TrainSettings.of(
         method="linear", max_steps=1, batch_size=2
@@ -561,6 +572,7 @@ def test_a_one_step_run_with_default_settings_changes_the_weights(tmp_path, tiny
     assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "keep_adapter"), [("lora", False), ("msgm", True)])
 def test_lora_resumes_after_an_interruption_to_the_uninterrupted_result(
     method, keep_adapter, tmp_path, tiny_llava_dir, monkeypatch

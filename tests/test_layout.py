@@ -142,7 +142,15 @@ def test_flagship_model_files_import_nothing_from_emtbench(name):
     assert set(relative) <= set(FLAGSHIP_MODEL_FILES), f"{path.name} imports {relative} relatively"
 
 
-@pytest.mark.parametrize("name", FLAGSHIP_MODEL_FILES)
+@pytest.mark.parametrize(
+    "name",
+    # Each case starts a fresh interpreter that imports torch and transformers (~5 s): the first file
+    # of the chain runs in the fast tier, the others in the slow one.
+    [
+        FLAGSHIP_MODEL_FILES[0],
+        *(pytest.param(name, marks=pytest.mark.slow) for name in FLAGSHIP_MODEL_FILES[1:]),
+    ],
+)
 def test_importing_a_flagship_module_first_registers_it_without_a_warning(name):
     """A fresh interpreter whose first import is one flagship module: no warning, and the Auto classes know it."""
     code = (

@@ -79,6 +79,7 @@ def _value(cell_text: str) -> float:
     return float(cell_text.split("[")[0])
 
 
+@pytest.mark.slow
 def test_page_loads_offline_sorts_and_escapes(served_site, browser, tmp_path):
     url, _site = served_site
     browser.get("about:blank")

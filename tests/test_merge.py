@@ -114,6 +114,7 @@ def _run(output):
     return json.loads((output / "emtbench_run.json").read_text())
 
 
+@pytest.mark.slow
 def test_dare_command(tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path):
     output = tmp_path / "dare"
     code = run_emtbench(
@@ -130,6 +131,7 @@ def test_dare_command(tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path):
     assert all(0.08 < share < 0.12 for share in large), large
 
 
+@pytest.mark.slow
 def test_graft_command_learns_a_mask_that_helps_the_target(
     tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path
 ):

@@ -31,6 +31,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
 
 
+@pytest.mark.slow
 def test_tailor_then_eval_lowers_target_loss(
     tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir, tmp_path
 ):
@@ -52,6 +53,7 @@ def test_tailor_then_eval_lowers_target_loss(
     assert "emt_digits" in read_results(tmp_path / "eval")["results"]
 
 
+@pytest.mark.slow
 def test_run_record_and_untouched_parts(tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir):
     run = json.loads((tailored_dir / "emtbench_run.json").read_text())
     assert run["method"] == "model-tailor"
@@ -76,6 +78,7 @@ def test_run_record_and_untouched_parts(tiny_llava_dir, tiny_finetuned_llava_dir
     assert "model.language_model.layers.1.input_layernorm.weight" in run["fine_tuned_but_left_pretrained"]
 
 
+@pytest.mark.slow
 def test_driver_calibrates_through_already_tailored_layers(tiny_llava_dir, tiny_finetuned_llava_dir):
     """Re-deriving the last layers' Hessians from the *final* model reproduces their fused weights."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -118,6 +121,7 @@ def test_driver_calibrates_through_already_tailored_layers(tiny_llava_dir, tiny_
         )
 
 
+@pytest.mark.slow
 def test_multi_task_tailor_takes_the_mask_union(
     tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir, tmp_path
 ):
