@@ -201,8 +201,7 @@ def test_help_imports_no_torch(command):
         "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_fresh(code)
     assert "usage:" in result.stdout
 
 
@@ -216,5 +215,11 @@ def test_import_emtbench_is_cheap_and_exports_the_api():
         "    function = getattr(emtbench, name)\n"
         "    assert callable(function) and 'Example' in (function.__doc__ or ''), name\n"
     )
+    run_fresh(code)
+
+
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter; it must exit 0."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    return result

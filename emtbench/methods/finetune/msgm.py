@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from emtbench.methods.finetune.base import check_fraction, register_method
+from emtbench.methods.finetune.base import register_method
 from emtbench.methods.finetune.lora import LoraFinetuning, LoraOptions
-from emtbench.methods.finetune.loss import make_compute_loss_func
-from emtbench.methods.finetune.soft import SoftTargetOptions
+from emtbench.methods.finetune.soft import SoftTargetOptions, SoftTargets
 
 
 @dataclass(frozen=True)
@@ -18,14 +15,7 @@ class MsgmOptions(LoraOptions, SoftTargetOptions):
 
 
 @register_method
-class MsgmFinetuning(LoraFinetuning):
+class MsgmFinetuning(SoftTargets, LoraFinetuning):
     name = "msgm"
     summary = "lora + soft-target loss (--alpha, default 0.01)"
     options_class = MsgmOptions
-
-    def check(self, options: Any) -> None:
-        super().check(options)
-        check_fraction(options.alpha, "alpha", where="--alpha")
-
-    def compute_loss_func(self, options: Any) -> Callable | None:
-        return make_compute_loss_func(options.alpha)

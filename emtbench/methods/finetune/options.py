@@ -14,6 +14,7 @@ from typing import Any
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.options import option, to_argv
+from emtbench.core.records import WrittenModel
 from emtbench.methods.finetune.base import FINETUNE_METHODS, FinetuneMethod, get_method
 
 LEGACY_RECORD_DEFAULTS: dict[str, Any] = {
@@ -189,13 +190,8 @@ class FinetuneOptions:
         ]  # fmt: skip
 
 
-@dataclass
-class FinetuneResult:
+class FinetuneResult(WrittenModel):
     """What :func:`emtbench.finetune` wrote: the model folder, its run record and the Hub URL if pushed."""
-
-    output: Path
-    record: dict[str, Any]
-    hub_url: str | None = None
 
     @property
     def parameters(self) -> dict[str, Any]:

@@ -21,14 +21,19 @@ class SoftTargetOptions:
     )
 
 
-@register_method
-class SoftTargetFinetuning(FullFinetuning):
-    name = "soft"
-    summary = "full + soft-target loss (--alpha, default 0.01)"
-    options_class = SoftTargetOptions
+class SoftTargets:
+    """Mixin for a method: the soft-target loss with the options' ``alpha`` (checked to be in [0, 1))."""
 
     def check(self, options: Any) -> None:
+        super().check(options)
         check_fraction(options.alpha, "alpha", where="--alpha")
 
     def compute_loss_func(self, options: Any) -> Callable | None:
         return make_compute_loss_func(options.alpha)
+
+
+@register_method
+class SoftTargetFinetuning(SoftTargets, FullFinetuning):
+    name = "soft"
+    summary = "full + soft-target loss (--alpha, default 0.01)"
+    options_class = SoftTargetOptions

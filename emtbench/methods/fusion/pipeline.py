@@ -15,6 +15,7 @@ from typing import Any
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.options import option, to_argv
+from emtbench.core.records import WrittenModel
 from emtbench.methods.fusion.base import FusionJob, MergeMethod, get_merge_method
 
 FROZEN_CHOICES = ("embeddings", "lm_head", "vision_tower")
@@ -107,13 +108,8 @@ class MergeOptions:
         return specs
 
 
-@dataclass
-class FusionResult:
+class FusionResult(WrittenModel):
     """The fused model folder, its run record, and the Hub URL if it was pushed."""
-
-    output: Path
-    record: dict[str, Any]
-    hub_url: str | None = None
 
     @property
     def changed_fraction(self) -> float:
