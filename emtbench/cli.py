@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.methods.fusion.cli",
     "emtbench.methods.finetune_cli",
     "emtbench.demo.cli",
+    "emtbench.integrations.vlm_eval.cli",
 )
 
 DESCRIPTION = """\
