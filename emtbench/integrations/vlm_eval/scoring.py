@@ -127,7 +127,7 @@ def write_lm_eval_results(
     ]
     _write_atomically(samples_path, "\n".join(lines) + "\n")
     results = {
-        "results": {task: {"alias": task, **summarise(samples)}},
+        "results": {task: {"name": task, "alias": task, "sample_len": len(samples), **summarise(samples)}},
         "group_subtasks": {},
         "configs": {
             task: {
