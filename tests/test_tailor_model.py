@@ -10,7 +10,7 @@ import torch
 from conftest import read_results, run_emtbench
 from fusion_helpers import target_loss
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 
 @pytest.fixture(scope="module")

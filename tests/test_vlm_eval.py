@@ -20,7 +20,7 @@ import pytest
 from conftest import run_emtbench
 from PIL import Image
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.integrations.vlm_eval.index import build_index, check_index, read_index
 from emtbench.integrations.vlm_eval.scoring import (
     collect_results,
@@ -219,7 +219,7 @@ def test_cli_imports_nothing_heavy_and_explains_a_missing_vlm_eval(tmp_path):
     for argv in (["vlm-eval", "--help"], ["vlm-eval", "run", "--help"], ["vlm-eval", "collect", "--help"]):
         code = (
             "import argparse, sys\n"
-            "from emtbench.integrations.vlm_eval import cli\n"
+            "from emtbench.cli import vlm_eval as cli\n"
             "parser = argparse.ArgumentParser(prog='emtbench')\n"
             "cli.register(parser.add_subparsers())\n"
             "try:\n"

@@ -20,7 +20,7 @@ from typing import Optional
 
 from vlm_eval.conf import DatasetConfig
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.integrations.vlm_eval.harness import ACTIVE_VARIANTS, local_copy
 from emtbench.integrations.vlm_eval.index import read_index
 from emtbench.integrations.vlm_eval.variants import FAMILIES, EMTVariant, make_variant, standard_variants

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.integrations.vlm_eval.index import build_index, check_index, read_index
 from emtbench.integrations.vlm_eval.scoring import judge_generations, write_lm_eval_results
 from emtbench.integrations.vlm_eval.variants import (

@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
+from emtbench.datasets.loading import load_emt_split, subset
 from emtbench.integrations.vlm_eval.variants import EMTVariant
-from emtbench.tasks.data import load_emt_split, subset
 
 INDEX_FORMAT = 1
 _EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}

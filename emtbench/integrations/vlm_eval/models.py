@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.integrations.vlm_eval.variants import FAMILIES, max_new_tokens
 
 TRANSFORMERS_FAMILY = "emtbench-hf"

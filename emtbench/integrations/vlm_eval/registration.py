@@ -16,7 +16,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges.base import METRIC_NAMES, JudgeItem, Judgement, make_judge, scores
-from emtbench.tasks.registry import get_dataset
 
 HARNESS = "vlm-evaluation"
 

@@ -5,7 +5,7 @@ vlm-evaluation (TRI-ML's harness for Prismatic) names one *dataset family* per b
 ``results_dir/<family>/<dataset_id>/<model_id>/``. Here every EMT probe is a family
 (``emt-cifar10``) and every (split, fraction, seed) an id (``emt-cifar10-train-20pct-seed0``), so
 two subsets never share a results folder. The subset itself is drawn by emtbench's own loader and
-:func:`emtbench.tasks.data.subset`, the code the lm-eval tasks run, so both harnesses see the same images.
+:func:`emtbench.datasets.loading.subset`, the code the lm-eval tasks run, so both harnesses see the same images.
 
 Nothing here imports vlm-evaluation, torch or lm-eval.
 """
@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from emtbench.errors import EmtbenchError
-from emtbench.tasks.data import DataOptions
-from emtbench.tasks.registry import DATASETS, EMTDataset, get_dataset
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import DATASETS, EMTDataset, get_dataset
+from emtbench.datasets.loading import DataOptions
 
 FAMILY_PREFIX = "emt-"
 PAPER_FRACTION = 0.2
