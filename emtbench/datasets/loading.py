@@ -85,15 +85,18 @@ class DataOptions:
 
 def load_emt_dataset(dataset: EMTDataset, options: DataOptions):
     """The evaluation images of one task, as the options select them."""
+    data = subset(load_emt_split(dataset, options), options.fraction, options.seed)
+    return data.add_column("emt_task", [dataset.task] * len(data))
+
+
+def load_emt_split(dataset: EMTDataset, options: DataOptions):
+    """The whole split the options name (before :func:`subset`), from wherever the options say."""
     split = options.split or dataset.default_split
     if options.data_dir:
-        data = load_local(dataset, Path(options.data_dir).expanduser(), split)
-    elif options.source == "offline" or (options.source == "auto" and _prefer_offline(dataset)):
-        data = load_offline(dataset, split)
-    else:
-        data = load_hub(dataset, split, allow_fallback=options.source == "auto")
-    data = subset(data, options.fraction, options.seed)
-    return data.add_column("emt_task", [dataset.task] * len(data))
+        return load_local(dataset, Path(options.data_dir).expanduser(), split)
+    if options.source == "offline" or (options.source == "auto" and _prefer_offline(dataset)):
+        return load_offline(dataset, split)
+    return load_hub(dataset, split, allow_fallback=options.source == "auto")
 
 
 def subset(data, fraction: float | None, seed: int):
