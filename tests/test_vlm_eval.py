@@ -150,7 +150,7 @@ def test_verdicts_equal_the_lm_eval_tasks():
 
 
 def test_results_read_by_the_leaderboard_like_lm_evals(tmp_path):
-    from emtbench.leaderboard.build import build_leaderboard
+    from emtbench.leaderboard.build import load_leaderboard
     from emtbench.leaderboard.results import read_results
     from emtbench.metrics.bootstrap import read_sample_scores
 
@@ -172,7 +172,7 @@ def test_results_read_by_the_leaderboard_like_lm_evals(tmp_path):
     assert scores.tolist() == [s.metrics["acc"] for s in scored]
     manifest = tmp_path / "leaderboard.yaml"
     manifest.write_text("runs:\n  - name: via-vlm-eval\n    results: run/\n")
-    board = build_leaderboard(manifest, progress=False)
+    board = load_leaderboard(manifest, progress=False)
     assert not board.problems
     assert board.rows[0].accuracy["emt_digits"] == pytest.approx(accuracy)
     assert "emt_digits" in board.rows[0].ci
