@@ -211,11 +211,17 @@ def _prepare(args: argparse.Namespace, run: dict[str, Any], specs: list[str]):
 def _load(args: argparse.Namespace):
     import torch
 
-    from emtbench.methods.fusion.checkpoints import copy_finetuned_parts, load_model
+    from emtbench.methods.fusion.checkpoints import copy_finetuned_parts, load_model, open_checkpoint
 
+    # Only the model being fused is held whole; the pre-trained and fine-tuned values are read from
+    # their safetensors one parameter at a time (open_checkpoint falls back to loading them whole).
     model = load_model(args.pretrained)
-    pretrained_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    finetuned = [load_model(path).state_dict() for path in args.finetuned]
+    pretrained_state = open_checkpoint(
+        args.pretrained,
+        model,
+        eager=lambda: {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+    )
+    finetuned = [open_checkpoint(path, model) for path in args.finetuned]
     with torch.no_grad():
         copied = copy_finetuned_parts(model, finetuned, args.copy_finetuned)
     return model, pretrained_state, finetuned, copied
@@ -324,7 +330,7 @@ def run_merge(args: argparse.Namespace, extra: list[str]) -> int:
     import torch
 
     from emtbench.methods.fusion.checkpoints import frozen_prefixes
-    from emtbench.methods.fusion.merge import MergeContext, MergeSettings, get_merge_method, merge_state
+    from emtbench.methods.fusion.merge import MergeContext, MergeSettings, get_merge_method, iter_merged
 
     method = get_merge_method(args.method)
     settings = MergeSettings(
@@ -364,7 +370,7 @@ def run_merge(args: argparse.Namespace, extra: list[str]) -> int:
             where="--finetuned" if pattern is None else "--layers",
             fix="check that --finetuned was fine-tuned from --pretrained (and that --layers matches its layers)",
         )
-    merged = merge_state(
+    merged = iter_merged(
         method,
         pretrained_state,
         finetuned,
@@ -372,8 +378,8 @@ def run_merge(args: argparse.Namespace, extra: list[str]) -> int:
         settings,
         MergeContext(model=model, calibration=calibration, progress=not args.no_progress),
     )
-    with torch.no_grad():
-        for name, value in merged.items():
+    for name, value in merged:  # written as each parameter is merged: no second copy of the weights
+        with torch.no_grad():  # only around the write: graft's optimisation runs inside the iterator
             model.get_parameter(name).copy_(value)
     layers = {name: {"status": "merged"} for name in names}
     for name in copied:

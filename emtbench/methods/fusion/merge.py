@@ -16,7 +16,7 @@ lists whatever is registered.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,9 @@ class MergeContext:
     model: Any = None
     calibration: list[list[dict[str, Any]]] = field(default_factory=list)
     progress: bool = True
+    generator: torch.Generator | None = None
+    """Random stream shared by the calls of one merge (DARE), so a tensor-by-tensor merge draws the
+    same numbers as one call over every tensor."""
 
 
 MergeFunction = Callable[[StateDict, Sequence[StateDict], MergeSettings, MergeContext], StateDict]
@@ -89,16 +92,23 @@ class MergeMethod:
     function: MergeFunction
     needs_calibration: bool
     summary: str
+    tensorwise: bool = True
+    """Each parameter's result depends on that parameter only, so it can be merged one at a time."""
 
 
 MERGE_METHODS: dict[str, MergeMethod] = {}
 
 
-def register_merge_method(name: str, *, summary: str, needs_calibration: bool = False):
-    """Add a merge method under ``name``: ``fn(pretrained, deltas, settings, context) -> merged``."""
+def register_merge_method(
+    name: str, *, summary: str, needs_calibration: bool = False, tensorwise: bool = True
+):
+    """Add a merge method under ``name``: ``fn(pretrained, deltas, settings, context) -> merged``.
+
+    ``tensorwise=False`` for a method that needs every parameter at once (graft's global top-k).
+    """
 
     def decorate(function: MergeFunction) -> MergeFunction:
-        MERGE_METHODS[name] = MergeMethod(name, function, needs_calibration, summary)
+        MERGE_METHODS[name] = MergeMethod(name, function, needs_calibration, summary, tensorwise)
         return function
 
     return decorate
@@ -125,11 +135,23 @@ def dare_delta(delta: torch.Tensor, drop_rate: float, generator: torch.Generator
 
 
 def top_share_mask(values: torch.Tensor, density: float) -> torch.Tensor:
-    """Exactly round(density·n) largest entries (ties by position)."""
-    count = min(values.numel(), max(0, math.floor(density * values.numel() + 0.5)))
-    mask = torch.zeros(values.numel(), dtype=torch.bool)
-    if count:
-        mask[torch.argsort(values.flatten(), descending=True, stable=True)[:count]] = True
+    """Exactly round(density·n) largest entries (ties by position: the lowest positions win).
+
+    Selection by the k-th largest value (``kthvalue``, linear time) instead of a full sort: the
+    same entries as a stable descending argsort, which took 20 of the 35 s of a TIES merge of
+    SmolLM2-135M (``scripts/bench_mergekit.py``).
+    """
+    flat = values.flatten()
+    count = min(flat.numel(), max(0, math.floor(density * flat.numel() + 0.5)))
+    if count == 0:
+        return torch.zeros(values.shape, dtype=torch.bool)
+    if count == flat.numel():
+        return torch.ones(values.shape, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, flat.numel() - count + 1).values
+    mask = flat > threshold
+    missing = count - int(mask.sum())
+    if missing > 0:  # entries equal to the threshold, first positions first
+        mask[torch.nonzero(flat == threshold).flatten()[:missing]] = True
     return mask.view_as(values)
 
 
@@ -157,7 +179,7 @@ def merge_task_arithmetic(pretrained, deltas, settings, context):
 @register_merge_method("dare", summary="drop δ entries with prob. p, rescale by 1/(1−p), add")
 def merge_dare(pretrained, deltas, settings, context):
     drop_rate = 1.0 - settings.density_or(0.1)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = context.generator or torch.Generator().manual_seed(settings.seed)
     merged = {}
     for name in deltas[0]:
         total = sum(dare_delta(d[name], drop_rate, generator) for d in deltas)
@@ -178,6 +200,7 @@ def merge_ties(pretrained, deltas, settings, context):
     "graft",
     summary="learn a sparse mask over δ on the target loss (sigmoid relaxation)",
     needs_calibration=True,
+    tensorwise=False,
 )
 def merge_graft(pretrained, deltas, settings, context):
     """Optimise logits S of Θ_pre + σ(S) ⊙ δ on the target loss, then keep the top-density S."""
@@ -225,17 +248,46 @@ def _split_like(flat: torch.Tensor, like: dict[str, torch.Tensor]) -> dict[str, 
     return {name: piece.view_as(t) for (name, t), piece in zip(like.items(), pieces, strict=True)}
 
 
+def iter_merged(
+    method: MergeMethod,
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Sequence[Mapping[str, torch.Tensor]],
+    names: Sequence[str],
+    settings: MergeSettings,
+    context: MergeContext | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, merged value) for the named parameters, one parameter at a time for tensorwise methods.
+
+    ``pretrained`` and ``finetuned`` may be lazy (:class:`~.checkpoints.LazyCheckpoint`): a tensorwise
+    method then holds one parameter's values at a time, whatever the model's size.
+    """
+    settings.check()
+    context = context or MergeContext()
+    if not method.tensorwise:
+        yield from merge_state_at_once(method, pretrained, finetuned, names, settings, context).items()
+        return
+    if context.generator is None:
+        context = MergeContext(
+            context.model, context.calibration, context.progress, torch.Generator().manual_seed(settings.seed)
+        )
+    for name in tqdm(names, desc=method.name, unit="tensor", disable=not context.progress):
+        yield name, merge_state_at_once(method, pretrained, finetuned, [name], settings, context)[name]
+
+
+def merge_state_at_once(method, pretrained, finetuned, names, settings, context) -> StateDict:
+    base = {name: pretrained[name] for name in names}
+    deltas = [{name: state[name].float() - base[name].float() for name in names} for state in finetuned]
+    merged = method.function({name: t.float() for name, t in base.items()}, deltas, settings, context)
+    return {name: merged[name].to(base[name].dtype) for name in names}
+
+
 def merge_state(
     method: MergeMethod,
-    pretrained: StateDict,
-    finetuned: Sequence[StateDict],
+    pretrained: Mapping[str, torch.Tensor],
+    finetuned: Sequence[Mapping[str, torch.Tensor]],
     names: Sequence[str],
     settings: MergeSettings,
     context: MergeContext | None = None,
 ) -> StateDict:
     """Merged values of the named parameters (the others are not touched)."""
-    settings.check()
-    deltas = [{name: state[name].float() - pretrained[name].float() for name in names} for state in finetuned]
-    base = {name: pretrained[name].float() for name in names}
-    merged = method.function(base, deltas, settings, context or MergeContext())
-    return {name: merged[name].to(pretrained[name].dtype) for name in names}
+    return dict(iter_merged(method, pretrained, finetuned, names, settings, context))
