@@ -244,7 +244,8 @@ def main() -> None:
                 revert_totals[0] += revert_ho**2
                 revert_totals[1] += revert_cal**2
                 row = [name.removeprefix("model.layers."), tuple(pretrained.shape)]
-                for side, (seconds, weight) in results.items():
+                for side in ("released", "emtbench", "mask only"):  # fixed column order, whoever ran first
+                    seconds, weight = results[side]
                     held = output_error(weight, finetuned, heldout_grams[name])
                     cal = output_error(weight, finetuned, hessian)
                     totals[side][0] += seconds
