@@ -273,6 +273,9 @@ def main() -> None:
         print(f"  {side}: {result['prompts']!r}")
     if theirs["labels"] and theirs["labels"] != mine["labels"]:
         print("  WARNING: the two sides saw different labels for the same doc ids")
+    reference_answers = list(theirs["answers"][1].values())
+    print(f"lmms-eval's answers: {sum(bool(a.strip()) for a in reference_answers)} of {len(reference_answers)} "
+          f"non-empty, {len(set(reference_answers))} distinct")  # fmt: skip
     lmms_rate = args.limit / theirs["seconds"][1]
     mine_rates = {b: args.limit / s for b, s in mine["seconds"].items()}
     best_batch = max(mine_rates, key=mine_rates.get)
