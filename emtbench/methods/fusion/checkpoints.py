@@ -95,6 +95,8 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
     def __init__(self, locations: dict[str, tuple[Path, str]]):
         self._locations = locations
         """Model parameter name -> (file, key stored in that file)."""
+        self._casts: dict[str, torch.dtype] = {}
+        """Buffers the loaded model holds in another dtype than the file stores."""
         self._handles: dict[Path, Any] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -103,7 +105,8 @@ class LazyCheckpoint(Mapping[str, torch.Tensor]):
         file, stored = self._locations[name]
         if file not in self._handles:
             self._handles[file] = safe_open(str(file), framework="pt")
-        return self._handles[file].get_tensor(stored)
+        tensor = self._handles[file].get_tensor(stored)
+        return tensor.to(self._casts[name]) if name in self._casts else tensor
 
     def __contains__(self, name: object) -> bool:
         return name in self._locations
@@ -158,8 +161,9 @@ def open_checkpoint(
 
     ``model`` has the architecture (its ``state_dict()`` names, shapes, dtypes and tied entries).
     Lazy when the safetensors files hold every entry, after transformers' key renaming, with the same
-    shape and dtype, and a tied group is stored once; otherwise (.bin files, value conversions,
-    another dtype, a tied group stored twice) ``eager()``, by default the checkpoint loaded whole.
+    shape (and dtype, for parameters), and a tied group is stored once; otherwise (.bin files, value
+    conversions, parameters in another dtype, a tied group stored twice) ``eager()``, by default the
+    checkpoint loaded whole.
     """
     files = _safetensors_files(Path(path).expanduser())
     names = _model_names(files, model) if files is not None else None
@@ -177,14 +181,17 @@ def open_checkpoint(
         key = names[stored[0]]
         locations.update({name: (files[key], key) for name in members})
     checkpoint = LazyCheckpoint(locations)
-    if not _metadata_matches(checkpoint, expected):
+    if not _metadata_matches(checkpoint, model, expected):
         return eager() if eager is not None else load_model(path).state_dict()
     return checkpoint
 
 
-def _metadata_matches(checkpoint: LazyCheckpoint, expected: dict[str, torch.Tensor]) -> bool:
+def _metadata_matches(checkpoint: LazyCheckpoint, model, expected: dict[str, torch.Tensor]) -> bool:
+    """Shapes must match; parameters' dtypes too. A buffer stored in another dtype than the loaded
+    model holds it in (the flagship's int64 ``num_batches_tracked`` loads as float) is cast on read."""
     from safetensors import safe_open
 
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     by_file: dict[Path, list[tuple[str, str]]] = {}
     for name, (file, key) in checkpoint._locations.items():
         by_file.setdefault(file, []).append((name, key))
@@ -192,9 +199,12 @@ def _metadata_matches(checkpoint: LazyCheckpoint, expected: dict[str, torch.Tens
         with safe_open(str(file), framework="pt") as handle:
             for name, key in pairs:
                 piece = handle.get_slice(key)
-                dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype())
-                if tuple(piece.get_shape()) != tuple(expected[name].shape) or dtype != expected[name].dtype:
+                if tuple(piece.get_shape()) != tuple(expected[name].shape):
                     return False
+                if _SAFETENSORS_DTYPES.get(piece.get_dtype()) != expected[name].dtype:
+                    if name in parameters:
+                        return False
+                    checkpoint._casts[name] = expected[name].dtype
     return True
 
 
