@@ -74,14 +74,15 @@ def run_batch(model, processor, images, prompt, new_tokens: int, **generate_kwar
     )
 
 
-VARIANTS = ("baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention")
+VARIANTS = ("baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention", "static-eager")
 """Ways to run the same greedy generation, compared at the best batch size by --variants:
 
 * ``static-cache``: ``generate(cache_implementation="static")``, a preallocated key/value cache;
 * ``compile-decode``: the static cache plus transformers' own compilation of the decoding step
   (``CompileConfig``; transformers compiles on GPUs only unless told ``_compile_all_devices``);
 * ``compile-lm``: ``torch.compile`` of the language model (prefill and decoding, dynamic shapes);
-* ``eager-attention``: the model loaded with ``attn_implementation="eager"`` instead of SDPA.
+* ``eager-attention``: the model loaded with ``attn_implementation="eager"`` instead of SDPA;
+* ``static-eager``: both the static cache and eager attention.
 """
 
 
@@ -89,11 +90,11 @@ def prepare_variant(name: str, model_dir, dtype):
     """(model, generate keyword arguments) for one variant; each gets its own model instance."""
     from transformers import AutoModelForImageTextToText, CompileConfig
 
-    attention = {"attn_implementation": "eager"} if name == "eager-attention" else {}
+    attention = {"attn_implementation": "eager"} if name in ("eager-attention", "static-eager") else {}
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **attention).eval()
     if name in ("baseline", "eager-attention"):
         return model, {}
-    if name == "static-cache":
+    if name in ("static-cache", "static-eager"):
         return model, {"cache_implementation": "static"}
     if name == "compile-decode":
         config = CompileConfig(fullgraph=False, dynamic=False)
@@ -134,8 +135,8 @@ def compare_variants(args, processor, images, prompt, batch_size: int) -> None:
         )
     seconds = {name: [] for name in names}
     meter = MatmulMeter()
-    for _ in range(args.variant_rounds):
-        for name in names:
+    for round_index in range(args.variant_rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:  # alternate the order: load drifts
             model, kwargs = prepared[name]
             elapsed = 0.0
             for images_batch in batches:
