@@ -1,12 +1,8 @@
 """emtbench: catastrophic-forgetting benchmarks for multimodal LLMs, on lm-evaluation-harness."""
 
-from importlib.metadata import PackageNotFoundError, version
+from emtbench.core.version import __version__
+from emtbench.models.registration import register_flagship_when_transformers_loads
 
-try:
-    __version__ = version("emtbench")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+local"
+register_flagship_when_transformers_loads()  # cheap: defers the Auto-class registration until transformers is imported
 
-from emtbench.models.flagship import register_when_transformers_loads
-
-register_when_transformers_loads()  # cheap: defers the Auto-class registration until transformers is imported
+__all__ = ["__version__"]

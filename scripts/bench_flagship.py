@@ -54,8 +54,8 @@ class MatmulMeter:
 
 def eval_inputs(processor, count: int) -> tuple[list, str]:
     """The first ``count`` digits test images (RGB) and the chat prompt every one of them is asked with."""
-    from emtbench.tasks.data import DataOptions, load_emt_dataset
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
+    from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
     dataset = get_dataset("digits")
     data = load_emt_dataset(dataset, DataOptions(split="test", source="offline")).select(range(count))
@@ -211,7 +211,7 @@ def main() -> None:
     import emtbench  # noqa: F401  (registers the flagship Auto classes)
 
     if args.tiny:
-        from emtbench.models.flagship.assemble import build_tiny_flagship
+        from emtbench.testing import build_tiny_flagship
 
         args.model = build_tiny_flagship(Path(tempfile.mkdtemp()) / "tiny-flagship", image_size=224)
     model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.bfloat16).eval()

@@ -44,9 +44,9 @@ os.environ.setdefault(
 
 from openai_server import OpenAIServer
 
+from emtbench.datasets.emt import get_dataset, spoken
 from emtbench.judges import JudgeItem, make_judge
 from emtbench.judges.rule import RuleJudge
-from emtbench.tasks.registry import get_dataset, spoken
 
 TASKS = ("cifar10", "cifar100", "miniimagenet", "digits", "fashion_mnist")
 MIXES: dict[str, dict[str, float]] = {

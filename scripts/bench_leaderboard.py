@@ -18,7 +18,7 @@ from pathlib import Path
 
 from emtbench.cli import main as emtbench_main
 from emtbench.leaderboard.manifest import default_groups
-from emtbench.leaderboard.testing import write_results
+from emtbench.testing.leaderboard import write_results
 
 TARGET_SECONDS = 10.0
 METHODS = ("lora", "linear", "soft", "msgm", "rehearsal", "model-tailor", "dare")

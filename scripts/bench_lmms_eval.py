@@ -178,8 +178,8 @@ def child_lmms(args) -> dict:
 
 def export_images(work: Path, limit: int, max_new_tokens: int) -> Path:
     """The first ``limit`` digits test images and labels as parquet, plus an lmms-eval task folder."""
-    from emtbench.tasks.data import DataOptions, load_emt_dataset
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
+    from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
     dataset = get_dataset("digits")
     data = load_emt_dataset(dataset, DataOptions(split="test", source="offline")).select(range(limit))

@@ -5,8 +5,8 @@ Each entry: (task, answer, gold label, whether a careful human calls the answer 
 
 from __future__ import annotations
 
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges import JudgeItem
-from emtbench.tasks.registry import get_dataset
 
 LABELLED_ANSWERS: list[tuple[str, str, str, bool]] = [
     # The paper's hard cases (SPEC §1).

@@ -9,9 +9,9 @@ import pytest
 from conftest import read_results, run_emtbench
 from PIL import Image
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
 from emtbench.models.clip import CLIPZeroShot, class_prompts, request_dataset
-from emtbench.tasks.registry import get_dataset
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_continual_refuses_a_multi_process_launch(tmp_path, tiny_llava_dir, monk
     """Stages evaluate in-process and write shared files: under `accelerate launch` it must stop early."""
     import accelerate
 
-    from emtbench.errors import EmtbenchError
+    from emtbench.core.errors import EmtbenchError
     from emtbench.methods.continual import continual
     from emtbench.methods.finetune import TrainSettings
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import run_emtbench
 
+from emtbench.core.errors import EmtbenchError
 from emtbench.demo import recipe
-from emtbench.errors import EmtbenchError
 
 RUNS = ["base", "linear", "lora", "msgm", "tailor-lora", "dare-lora"]
 STAGES = [
@@ -36,7 +36,7 @@ TINY_SIZES = (
 
 @pytest.fixture(scope="module")
 def tiny_flagship(tmp_path_factory) -> Path:
-    from emtbench.models.flagship.assemble import build_tiny_flagship
+    from emtbench.testing import build_tiny_flagship
 
     return build_tiny_flagship(tmp_path_factory.mktemp("models") / "tiny-flagship")
 
@@ -175,7 +175,7 @@ def test_help_teaches_the_stages_and_gives_examples(capsys):
 
 def test_without_base_model_it_runs_build_base_and_uses_its_cache_folder(tmp_path, monkeypatch):
     """The demo types `emtbench build-base` like a user, then takes the folder that command fills."""
-    from emtbench.models.flagship.build_base import AlignmentOptions, cached_base_folder
+    from emtbench.methods.build_base import AlignmentOptions, cached_base_folder
 
     monkeypatch.setenv("EMTBENCH_CACHE_DIR", str(tmp_path / "cache"))
     typed: list[list[str]] = []

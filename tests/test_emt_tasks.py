@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import DATASETS, get_dataset
+from emtbench.datasets.loading import DataOptions, load_emt_dataset, subset
 from emtbench.tasks import TASKS_DIR
-from emtbench.tasks.data import DataOptions, load_emt_dataset, subset
-from emtbench.tasks.registry import DATASETS, get_dataset
 from emtbench.tasks.runtime import check_metadata_keys, cli_metadata, load_task_dataset
 
 # Appendix C.1 of the EMT paper, copied character by character.

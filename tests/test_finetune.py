@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import read_results, run_emtbench
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.methods.data import IGNORE_INDEX, ConversationCollator, load_conversations
 from emtbench.methods.finetune import (
     TrainSettings,

@@ -14,7 +14,7 @@ from torch.nn import functional
 
 @pytest.fixture(scope="session")
 def tiny_flagship_dir(tmp_path_factory):
-    from emtbench.models.flagship.assemble import build_tiny_flagship
+    from emtbench.testing import build_tiny_flagship
 
     return build_tiny_flagship(tmp_path_factory.mktemp("models") / "tiny-flagship")
 
@@ -157,7 +157,7 @@ def test_parts_mapping_finds_llava_style_modules(loaded):
 
 
 def test_alignment_lowers_the_loss_and_trains_only_the_projector(loaded):
-    from emtbench.models.flagship.build_base import AlignmentData, AlignmentOptions, align_projector
+    from emtbench.methods.build_base import AlignmentData, AlignmentOptions, align_projector
 
     model, processor = loaded
     model = type(model).from_pretrained(model.name_or_path)
@@ -209,7 +209,7 @@ def test_lora_finetune_steps_run_on_the_flagship_unchanged(tiny_flagship_dir, tm
 
 def test_warm_start_makes_each_cell_emit_its_class_vector_and_leaves_no_dead_units(loaded):
     """The probe is fit per grid cell, as the projector runs; unused hidden units still get gradients."""
-    from emtbench.models.flagship.build_base import (
+    from emtbench.methods.build_base import (
         AlignmentData,
         _class_name_embeddings,
         global_classes,
@@ -246,7 +246,7 @@ def test_warm_start_makes_each_cell_emit_its_class_vector_and_leaves_no_dead_uni
 
 def test_class_tokens_learn_to_make_the_frozen_lm_answer_each_class(loaded):
     """Textual-inversion stage: one vector per class, trained through the frozen LM, lowers the answer loss."""
-    from emtbench.models.flagship.build_base import AlignmentOptions, global_classes, learn_class_tokens
+    from emtbench.methods.build_base import AlignmentOptions, global_classes, learn_class_tokens
 
     model, processor = loaded
     model = type(model).from_pretrained(model.name_or_path)

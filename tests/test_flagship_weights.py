@@ -19,7 +19,7 @@ def _sklearn_image(name: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def lite0():
-    from emtbench.models.flagship.efficientnet_lite import load_pretrained_lite0
+    from emtbench.models.flagship.assemble import load_pretrained_lite0
 
     return load_pretrained_lite0()
 
@@ -124,14 +124,15 @@ def test_stem_batchnorm_statistics_match_the_half_normalisation(lite0, pixels):
     assert ratio_imagenet > 2.0
 
 
-def test_smollm2_gguf_loads_once_then_from_the_cache_and_answers_greedily(monkeypatch):
+def test_smollm2_gguf_loads_once_then_from_the_cache_and_answers_greedily(monkeypatch, tmp_path):
     """The slow GGUF parse happens once; later loads come from the saved copy, tensor for tensor."""
     pytest.importorskip("gguf")
     from transformers import AutoModelForCausalLM
 
     from emtbench.models.flagship.assemble import load_smollm2, smollm2_cache_dir
 
-    first, _ = load_smollm2()  # conftest points the cache at a fresh folder: this one reads the GGUF
+    monkeypatch.setenv("EMTBENCH_CACHE_DIR", str(tmp_path))  # even when the caller set a shared cache
+    first, _ = load_smollm2()  # a fresh cache folder: this one reads the GGUF
     assert (smollm2_cache_dir() / "config.json").is_file()
     assert first.hf_quantizer is None and not hasattr(first.config, "quantization_config")
     sources = []

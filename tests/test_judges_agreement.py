@@ -9,8 +9,8 @@ from conftest import run_emtbench
 from judge_examples import LABELLED_ANSWERS, labelled_items, oracle_reply
 from openai_server import OpenAIServer
 
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges.rule import rule_judgement
-from emtbench.tasks.registry import get_dataset
 
 
 @pytest.fixture

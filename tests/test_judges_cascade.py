@@ -58,7 +58,7 @@ def test_paper_hard_cases_go_to_the_llm():
 
 
 def test_cascade_with_an_unknown_fallback_is_a_clear_error():
-    from emtbench.errors import EmtbenchError
+    from emtbench.core.errors import EmtbenchError
 
     with pytest.raises(EmtbenchError, match="judge_fallback"):
         make_judge({"judge": "cascade", "judge_fallback": "rule"})

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges import EmbeddingJudge, JudgeItem, Verdict, make_judge
 from emtbench.judges.embedding import minilm_path
-from emtbench.tasks.registry import get_dataset
 
 
 def item(task: str, answer: str, label: str) -> JudgeItem:

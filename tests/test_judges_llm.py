@@ -10,10 +10,10 @@ import pytest
 from conftest import read_results, run_emtbench
 from openai_server import OpenAIServer
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import CIFAR10_LABELS, CIFAR100_LABELS
 from emtbench.judges import JudgeItem, OpenAIJudge, Verdict, make_judge
 from emtbench.judges.llm import JUDGE_PROMPT, parse_yes_no
-from emtbench.tasks.registry import CIFAR10_LABELS, CIFAR100_LABELS
 
 SECRET = "sk-test-SECRET-0123456789"
 

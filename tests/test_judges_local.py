@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import CIFAR10_LABELS
 from emtbench.judges import JudgeItem, LocalLLMJudge, Verdict, make_judge
-from emtbench.tasks.registry import CIFAR10_LABELS
 
 
 @pytest.fixture(scope="module")

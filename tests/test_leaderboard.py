@@ -13,11 +13,11 @@ import pytest
 import yaml
 from conftest import run_emtbench
 
-from emtbench.errors import EmtbenchError
-from emtbench.leaderboard.cli import make_server
+from emtbench.cli.leaderboard import make_server
+from emtbench.core.errors import EmtbenchError
 from emtbench.leaderboard.manifest import default_groups, load_manifest
-from emtbench.leaderboard.testing import BASE_ACCURACY, INJECTED_NAME, write_demo_manifest, write_results
 from emtbench.metrics import delta, group_score, tailor_scores
+from emtbench.testing.leaderboard import BASE_ACCURACY, INJECTED_NAME, write_demo_manifest, write_results
 
 OUTPUTS = ("index.html", "leaderboard.json", "leaderboard.csv")
 

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def served_site(tmp_path_factory):
     """A demo leaderboard built by the CLI and served from 127.0.0.1 by `leaderboard serve`'s server."""
-    from emtbench.leaderboard.cli import make_server
-    from emtbench.leaderboard.testing import write_demo_manifest
+    from emtbench.cli.leaderboard import make_server
+    from emtbench.testing.leaderboard import write_demo_manifest
 
     folder = tmp_path_factory.mktemp("browser-site")
     manifest = write_demo_manifest(folder)

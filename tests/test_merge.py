@@ -9,7 +9,7 @@ import torch
 from conftest import run_emtbench
 from fusion_helpers import target_loss
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.methods.fusion.merge import (
     MERGE_METHODS,
     MergeContext,

@@ -17,8 +17,8 @@ import torch
 from conftest import run_emtbench
 from PIL import Image
 
-from emtbench.errors import EmtbenchError
-from emtbench.models.prismatic import convert_prismatic, prismatic_chat_template
+from emtbench.core.errors import EmtbenchError
+from emtbench.models.prismatic.convert import convert_prismatic, prismatic_chat_template
 
 PROMPT = "What is the object in the image? Please only answer a single object in cat, dog."
 
@@ -302,7 +302,7 @@ def test_emtbench_prismatic_adapter_formats_prompt_and_stops(monkeypatch):
 
     from lm_eval.api.instance import Instance
 
-    from emtbench.models.prismatic_lm import PrismaticLM
+    from emtbench.models.prismatic.lm import PrismaticLM
 
     vlm = _RecordingVLM()
     fake = types.ModuleType("prismatic")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges import JudgeItem, RuleJudge, Verdict
 from emtbench.judges.rule import find_labels, label_phrases
-from emtbench.tasks.registry import get_dataset
 
 MNIST = get_dataset("mnist").labels
 CIFAR10 = get_dataset("cifar10").labels

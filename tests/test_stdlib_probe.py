@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import read_results, run_emtbench
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.tasks.linguistic import stdlib_probe
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.methods.fusion.tailor import (
     HessianAccumulator,
     TailorConfig,

@@ -10,7 +10,7 @@ import torch
 from conftest import read_results, run_emtbench
 from fusion_helpers import target_loss
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 
 @pytest.fixture(scope="module")
@@ -239,13 +239,13 @@ def test_tailor_reads_checkpoints_lazily_with_the_result_of_loading_them_whole(
     """`emtbench tailor` holds only the model being tailored; reading tensors on demand changes nothing."""
     import argparse
 
+    from emtbench.cli.fusion import _load
     from emtbench.methods.fusion.checkpoints import (
         LazyCheckpoint,
         calibration_batches,
         load_model,
         load_processor,
     )
-    from emtbench.methods.fusion.cli import _load
     from emtbench.methods.fusion.driver import tailor_model
     from emtbench.methods.fusion.tailor import TailorConfig
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import read_results, run_emtbench
 from PIL import Image
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.tasks.vl.data import load_vl_dataset, shuffled_order
 from emtbench.tasks.vl.scoring import gqa_exact_match, parse_box, vqa_soft_accuracy
 from emtbench.tasks.vl.utils import doc_to_image, doc_to_text, process_results
@@ -296,7 +296,7 @@ def _fake_hub(monkeypatch) -> list[tuple]:
         return datasets.Dataset.from_dict(tables[(path, name, split)]).cast_column("image", datasets.Image())
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    monkeypatch.setattr("emtbench.tasks.data.hub_reachable", lambda: True)
+    monkeypatch.setattr("emtbench.datasets.loading.hub_reachable", lambda: True)
     return calls
 
 

@@ -5,7 +5,7 @@ lm-eval, transformers and torch are imported once instead of once per stage, whi
 seconds per stage on a small CPU, and every stage still goes through the user-facing argument parsing.
 
 Layout under ``--out`` (one folder per stage, written atomically with
-:func:`emtbench.fsutil.staged_directory`; ``stage.json`` inside is the completion marker)::
+:func:`emtbench.core.fsutil.staged_directory`; ``stage.json`` inside is the completion marker)::
 
     eval-base/         emt/ (lm-eval results + samples), language/ (emt_stdlib_ppl results)
     finetune-lora/     model/ (the checkpoint `emtbench finetune` wrote)
@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
 
 RECIPE_VERSION = 1
 """Part of every stage key: bump it when the recipe's commands change meaning."""
@@ -137,7 +137,7 @@ def missing_requirements(options: DemoOptions) -> list[str]:
         for name, what, command, base_only in REQUIRED_MODULES
         if (options.base_model is None or not base_only) and importlib.util.find_spec(name) is None
     ]
-    from emtbench.tasks.offline import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_DIR_ENV
+    from emtbench.datasets.offline import DEFAULT_FASHION_MNIST_DIR, FASHION_MNIST_DIR_ENV
 
     folder = Path(os.environ.get(FASHION_MNIST_DIR_ENV, DEFAULT_FASHION_MNIST_DIR))
     if not (folder / "t10k-images-idx3-ubyte.gz").is_file():
@@ -224,7 +224,7 @@ def resolve_base_model(options: DemoOptions) -> tuple[Path, str, float]:
     start = time.perf_counter()
     if options.base_model is not None:
         return options.base_model.resolve(), "given with --base-model", 0.0
-    from emtbench.models.flagship.build_base import AlignmentOptions, cached_base_folder
+    from emtbench.methods.build_base import AlignmentOptions, cached_base_folder
 
     run_command(["build-base"], stage="base-model")
     folder = cached_base_folder(AlignmentOptions())  # where `build-base` with no flags keeps its model

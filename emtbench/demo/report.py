@@ -133,7 +133,7 @@ def write_report(
     site: Path,
 ) -> Path:
     """``demo_report.json`` and ``demo_table.txt`` under --out (small files, rewritten on every run)."""
-    from emtbench import __version__
+    from emtbench.core.version import __version__
 
     ran = sum(outcome.seconds for outcome in outcomes if outcome.status == "ran")
     report = {

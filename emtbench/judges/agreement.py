@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, make_judge
-from emtbench.tasks.registry import get_dataset
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The judge interface: turn a free-form answer into a verdict on an EMT label set.
 
 Judges are registered by name (like lm-eval's metrics) and built from the run's ``--metadata``, so a
-new judge is one class plus ``@register_judge``; tasks never import a concrete judge.
+new judge is one module in this package with a class under ``@register_judge``; tasks never import a
+concrete judge.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.registry import Registry
 
 
 class Verdict(str, Enum):
@@ -87,13 +88,14 @@ class Judge(ABC):
         return self.judge([item])[0]
 
 
-JUDGES: dict[str, type[Judge]] = {}
+JUDGES: Registry[type[Judge]] = Registry("judge", builtins="emtbench.judges", where="--metadata judge")
+"""Every judge by name; the modules of :mod:`emtbench.judges` register themselves on the first lookup."""
 
 
-def register_judge(name: str) -> Callable[[type[Judge]], type[Judge]]:
+def register_judge(name: str, *, summary: str = "") -> Callable[[type[Judge]], type[Judge]]:
     def wrap(cls: type[Judge]) -> type[Judge]:
         cls.name = name
-        JUDGES[name] = cls
+        JUDGES.add(name, cls, summary=summary)
         return cls
 
     return wrap
@@ -101,23 +103,11 @@ def register_judge(name: str) -> Callable[[type[Judge]], type[Judge]]:
 
 def judge_option_keys() -> set[str]:
     """Every ``--metadata`` key some judge understands, plus ``judge`` itself."""
-    _import_builtin_judges()
     return {"judge"} | {key for cls in JUDGES.values() for key in cls.option_keys}
 
 
 def make_judge(metadata: dict[str, Any]) -> Judge:
     """Build the judge a run asked for (``rule`` unless ``--metadata`` names another)."""
-    _import_builtin_judges()
     name = str(metadata.get("judge") or "rule")
-    if name not in JUDGES:
-        raise EmtbenchError(
-            f"unknown judge {name!r}",
-            where="--metadata judge",
-            fix=f"use one of: {', '.join(sorted(JUDGES))}",
-        )
-    cls = JUDGES[name]
+    cls = JUDGES.get(name)
     return cls(**{key: metadata[key] for key in cls.option_keys if key in metadata})
-
-
-def _import_builtin_judges() -> None:
-    import emtbench.judges  # noqa: F401  (registers the built-in judges)

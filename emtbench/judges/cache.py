@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from emtbench.cache import user_cache_dir
-from emtbench.errors import EmtbenchError
+from emtbench.core.cache import user_cache_dir
+from emtbench.core.errors import EmtbenchError
 from emtbench.judges.base import Judgement, Verdict
 
 DISABLED = {"", "0", "false", "none", "off", "no"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.judges.base import JUDGES, Judge, JudgeItem, Judgement, register_judge
 from emtbench.judges.llm import LocalLLMJudge, OpenAIJudge
 from emtbench.judges.rule import find_labels, rule_judgement, tokens

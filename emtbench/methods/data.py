@@ -8,7 +8,7 @@ Public contract (other methods rely on it):
   (always empty for EMT data). Specs:
 
   - ``emt:<name>`` (``emt:cifar10``, ``emt:digits``, ...): the EMT dataset's ``split`` loaded through
-    :func:`emtbench.tasks.data.load_emt_dataset` (Hub, local or offline copy, whichever is available),
+    :func:`emtbench.datasets.loading.load_emt_dataset` (Hub, local or offline copy, whichever is available),
     turned into the paper's fine-tuning format (SPEC §1): question ``What is the object in the image?``
     (``What is the number in the image?`` for digit sets) with the image, answer
     ``The object is a(n) {label}.`` / ``The number is {d}.`` (:meth:`EMTDataset.answer`).
@@ -33,7 +33,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 IGNORE_INDEX = -100
 """Label value that ``CrossEntropyLoss`` (and our soft-target loss) skip."""
@@ -88,8 +88,8 @@ def load_conversations(
 
 
 def _emt_conversations(spec: str, split: str, limit: int | None, seed: int):
-    from emtbench.tasks.data import DataOptions, load_emt_dataset
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
+    from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
     try:
         dataset = get_dataset(spec)

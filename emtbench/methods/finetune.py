@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 from emtbench.methods.data import IGNORE_INDEX, ConversationCollator, load_conversations
 from emtbench.models.parts import model_parts, part_paths
 
@@ -612,7 +612,8 @@ def finetune(
     keep_checkpoints: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Load data, train, and write the finished model folder atomically; return it and its record."""
-    from emtbench.methods.outputs import check_output_dir, write_model_dir
+    from emtbench.core.records import check_output_dir, write_model_dir
+    from emtbench.hub.cards import model_card
 
     output = Path(output)
     settings.resolve(check_architecture(model_path))
@@ -647,7 +648,13 @@ def finetune(
 
     distributed = PartialState()  # under `accelerate launch` only the main process writes the folder
     if distributed.is_main_process:
-        write_model_dir(output, lambda staging: save_result(result, staging), record, overwrite=overwrite)
+        write_model_dir(
+            output,
+            lambda staging: save_result(result, staging),
+            record,
+            overwrite=overwrite,
+            card=model_card,
+        )
         if not keep_checkpoints:
             shutil.rmtree(checkpoints, ignore_errors=True)
     distributed.wait_for_everyone()

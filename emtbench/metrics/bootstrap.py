@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95

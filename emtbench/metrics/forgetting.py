@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 
 def accuracy(correct: Iterable[float | bool]) -> float:

@@ -7,7 +7,7 @@ subset, judge and results format as an MLLM's.
 
 How the model knows the label set: every EMT document carries ``emt_task`` (the task that built it),
 and lm-eval hands the model each request's document (``Instance.doc``). The model looks the task up
-in :func:`emtbench.tasks.registry.get_dataset` — the same registry the prompts and judges use — so
+in :func:`emtbench.datasets.emt.get_dataset` — the same registry the prompts and judges use — so
 no prompt is parsed and labels cannot drift. Non-EMT tasks are refused with a clear error.
 
 Backends: transformers ``CLIPModel`` (default; ``pretrained`` = Hub id or local folder) and
@@ -29,8 +29,8 @@ from typing import Any
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from emtbench.errors import EmtbenchError
-from emtbench.tasks.registry import EMTDataset, get_dataset, spoken
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import EMTDataset, get_dataset, spoken
 
 NUMBER_TEMPLATE = 'a photo of the number: "{label}".'
 OBJECT_TEMPLATE = "a photo of a {label}."

@@ -13,8 +13,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
-from emtbench.methods.outputs import write_model_dir
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.records import write_model_dir
+from emtbench.hub.cards import model_card
 from emtbench.models.parts import model_parts
 
 
@@ -116,7 +117,7 @@ def extract_llm(mllm_dir: str | Path, output_dir: str | Path, *, overwrite: bool
         causal.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
 
-    written = write_model_dir(output_dir, save, run, overwrite=overwrite)
+    written = write_model_dir(output_dir, save, run, overwrite=overwrite, card=model_card)
     steps.update()
     steps.close()
     return written

@@ -15,10 +15,10 @@ import argparse
 import sys
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.datasets.emt import get_dataset
+from emtbench.datasets.loading import DataOptions, load_emt_dataset
 from emtbench.judges.base import Judge, JudgeItem, Judgement, judge_option_keys, make_judge, scores
-from emtbench.tasks.data import DataOptions, load_emt_dataset
-from emtbench.tasks.registry import get_dataset
 
 _JUDGES: dict[str, Judge] = {}
 _VERDICTS: dict[tuple[str, int, str], Judgement] = {}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 FROZEN_PARTS = ("embeddings", "lm_head", "vision_tower")
 """Parts left at pre-trained values unless ``--copy-finetuned`` names them."""

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.registry import Registry
 
 StateDict = dict[str, torch.Tensor]
 
@@ -96,7 +97,7 @@ class MergeMethod:
     """Each parameter's result depends on that parameter only, so it can be merged one at a time."""
 
 
-MERGE_METHODS: dict[str, MergeMethod] = {}
+MERGE_METHODS: Registry[MergeMethod] = Registry("merge method", where="--method")
 
 
 def register_merge_method(
@@ -108,19 +109,16 @@ def register_merge_method(
     """
 
     def decorate(function: MergeFunction) -> MergeFunction:
-        MERGE_METHODS[name] = MergeMethod(name, function, needs_calibration, summary, tensorwise)
+        MERGE_METHODS.add(
+            name, MergeMethod(name, function, needs_calibration, summary, tensorwise), summary=summary
+        )
         return function
 
     return decorate
 
 
 def get_merge_method(name: str) -> MergeMethod:
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        raise EmtbenchError(
-            f"unknown merge method {name!r}", where="--method", fix=f"use one of {', '.join(MERGE_METHODS)}"
-        ) from None
+    return MERGE_METHODS.get(name)
 
 
 # ----------------------------------------------------------------------------- tensor-level operations

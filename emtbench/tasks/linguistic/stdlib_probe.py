@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 STDLIB_MODULES: tuple[str, ...] = (
     "heapq", "tempfile", "getopt", "collections", "copy", "ast", "json", "argparse",

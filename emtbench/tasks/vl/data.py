@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ class VLDataset:
     """Sub-folder names the dataset may sit in under data_dir (TRI-ML: download/<name>)."""
 
 
-VL_DATASETS: dict[str, VLDataset] = {
-    "vqav2": VLDataset(
+VL_DATASETS: Registry[VLDataset] = Registry(
+    "vision-language dataset", where="task YAML dataset_kwargs.vl_dataset"
+)
+for _dataset in (
+    VLDataset(
         "vqav2",
         "vqa",
         (HubSource("lmms-lab/VQAv2", "validation"),),
@@ -72,7 +76,7 @@ VL_DATASETS: dict[str, VLDataset] = {
         ("v2_OpenEnded_mscoco_val2014_questions.json", "v2_val2014_questions.json"),
         ("vqav2", "vqa-v2"),
     ),
-    "gqa": VLDataset(
+    VLDataset(
         "gqa",
         "gqa",
         (HubSource("lmms-lab/GQA", "testdev", "testdev_balanced_instructions"),),
@@ -80,7 +84,7 @@ VL_DATASETS: dict[str, VLDataset] = {
         ("testdev_balanced_questions.json",),
         ("gqa",),
     ),
-    "textvqa": VLDataset(
+    VLDataset(
         "textvqa",
         "textvqa",
         (HubSource("lmms-lab/textvqa", "validation"),),
@@ -88,7 +92,7 @@ VL_DATASETS: dict[str, VLDataset] = {
         ("TextVQA_0.5.1_val.json",),
         ("textvqa", "text-vqa"),
     ),
-    "refcoco": VLDataset(
+    VLDataset(
         "refcoco",
         "refcoco",
         (
@@ -101,19 +105,13 @@ VL_DATASETS: dict[str, VLDataset] = {
         ("refcoco/refs(unc).p",),
         ("refcoco",),
     ),
-}
+):
+    VL_DATASETS.add(_dataset.name, _dataset)
 GQA_IMAGES = HubSource("lmms-lab/GQA", "testdev", "testdev_balanced_images")
 
 
 def get_vl_dataset(name: str) -> VLDataset:
-    try:
-        return VL_DATASETS[name]
-    except KeyError:
-        raise EmtbenchError(
-            f"unknown vision-language dataset {name!r}",
-            where="task YAML dataset_kwargs.vl_dataset",
-            fix=f"use one of {', '.join(VL_DATASETS)}",
-        ) from None
+    return VL_DATASETS.get(name)
 
 
 # --- the reference's selection ------------------------------------------------------------------
@@ -301,7 +299,7 @@ LOCAL_LOADERS: dict[str, Callable[[Path, str], list[dict[str, Any]]]] = {
 def _load_hub(source: HubSource, split: str | None):
     import datasets
 
-    from emtbench.tasks.data import hub_reachable
+    from emtbench.datasets.loading import hub_reachable
 
     try:
         if not hub_reachable():  # seconds, instead of a minute of retries

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 HELP = """\
 Run the EMT forgetting experiment end to end on the offline flagship MLLM (no network, no GPU), as a

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 AGREEMENT_HELP = """\
 Re-judge the answers of lm-eval --log_samples files (samples_emt_*.jsonl) with several judges and

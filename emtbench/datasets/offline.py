@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.registry import Registry
 
 FASHION_MNIST_DIR_ENV = "EMTBENCH_FASHION_MNIST_DIR"
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -68,7 +70,7 @@ def sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[chosen], labels[chosen]
 
 
-OFFLINE_SOURCES = {
-    "fashion_mnist_debian": fashion_mnist_debian,
-    "sklearn_digits": sklearn_digits,
-}
+OFFLINE_SOURCES: Registry[Callable[[str], tuple[np.ndarray, np.ndarray]]] = Registry("offline source")
+"""Loaders that need no Hub, by the name an :class:`~emtbench.datasets.emt.EMTDataset` gives as ``offline_source``."""
+OFFLINE_SOURCES.add("fashion_mnist_debian", fashion_mnist_debian)
+OFFLINE_SOURCES.add("sklearn_digits", sklearn_digits)

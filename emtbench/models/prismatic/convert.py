@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 CHECKPOINT_RELATIVE_PATH = Path("checkpoints") / "latest-checkpoint.pt"
 RESIZE_STRATEGIES = ("resize-naive", "resize-crop", "letterbox")
@@ -441,7 +441,8 @@ def convert_prismatic(
     import torch
     from transformers import AutoConfig, AutoModel, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from emtbench.methods.outputs import check_output_dir, write_model_dir
+    from emtbench.core.records import check_output_dir, write_model_dir
+    from emtbench.hub.cards import model_card
 
     step = progress or (lambda message: None)
     run = read_run_config(run_dir)
@@ -579,4 +580,4 @@ def convert_prismatic(
             json.dumps({"model": asdict(run) | {"run_dir": str(run.run_dir)}}, indent=2) + "\n"
         )
 
-    return write_model_dir(output_dir, save, record, overwrite=overwrite)
+    return write_model_dir(output_dir, save, record, overwrite=overwrite, card=model_card)

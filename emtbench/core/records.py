@@ -1,7 +1,9 @@
-"""Write a method's checkpoint the same way every time: atomically, with its run record and card.
+"""Write a method's checkpoint the same way every time: atomically, with its run record (and card).
 
 Every method (fine-tuning, Model Tailor, DARE, ...) ends in :func:`write_model_dir`, so outputs are
 loadable by ``hf-multimodal`` with no extra code, never half-written, and carry ``emtbench_run.json``.
+The model card is written by a function the caller passes (:func:`emtbench.hub.cards.model_card`), so
+this bottom layer knows nothing of the Hub.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
 
 RUN_FILE = "emtbench_run.json"
 CARD_FILE = "README.md"
-FORGETTING_START = "<!-- emtbench:forgetting:start -->"
-FORGETTING_END = "<!-- emtbench:forgetting:end -->"
 
 
 def package_versions() -> dict[str, str]:
@@ -66,8 +66,9 @@ def write_model_dir(
     run: dict[str, Any],
     *,
     overwrite: bool = False,
+    card: Callable[[dict[str, Any]], str] | None = None,
 ) -> Path:
-    """Save into a temporary sibling folder, add the run record and card, then rename into place."""
+    """Save into a temporary sibling folder, add the run record and ``card(record)``, then rename into place."""
     output_dir = Path(output_dir)
     check_output_dir(output_dir, run, overwrite=overwrite)
     with staged_directory(output_dir) as staging:
@@ -79,60 +80,6 @@ def write_model_dir(
             "versions": package_versions(),
         }
         (staging / RUN_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-        (staging / CARD_FILE).write_text(model_card(record))
+        if card is not None:
+            (staging / CARD_FILE).write_text(card(record))
     return output_dir
-
-
-def model_card(record: dict[str, Any]) -> str:
-    """A Hub model card that states exactly what was run; forgetting results are filled in later."""
-    method = record.get("method", "unknown")
-    base = record.get("base_model", "unknown")
-    settings = json.dumps(record.get("settings", {}), indent=2, sort_keys=True, default=str)
-    data = record.get("data")
-    lines = [
-        "---",
-        "library_name: transformers",
-        "tags:",
-        "- emtbench",
-        f"- {method}",
-        *(["base_model: " + str(base)] if base and "/" in str(base) and not Path(str(base)).exists() else []),
-        "---",
-        "",
-        f"# {method} checkpoint of `{base}`",
-        "",
-        f"Produced by `emtbench` with method **{method}**. The full record, including package",
-        f"versions and parameter counts, is in `{RUN_FILE}`.",
-        "",
-        "## Settings",
-        "",
-        "```json",
-        settings,
-        "```",
-        "",
-    ]
-    if data:
-        lines += ["## Data", "", f"`{json.dumps(data, default=str)}`", ""]
-    if "parameters" in record:
-        params = record["parameters"]
-        lines += ["## Parameters", ""]
-        lines += [f"- {key}: {value}" for key, value in sorted(params.items())]
-        lines.append("")
-    lines += [
-        "## Forgetting results",
-        "",
-        FORGETTING_START,
-        "Not evaluated yet. Run `emtbench eval` on this folder and build a leaderboard to fill this in.",
-        FORGETTING_END,
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def push_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False) -> str:
-    """Upload a finished model folder; the token comes from the usual HF environment or login."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    info = api.upload_folder(folder_path=str(output_dir), repo_id=repo_id, repo_type="model")
-    return str(getattr(info, "commit_url", info))

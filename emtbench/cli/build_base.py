@@ -29,7 +29,7 @@ Example:
 
 
 def register(subparsers) -> None:
-    from emtbench.models.flagship.build_base import AlignmentOptions
+    from emtbench.methods.build_base import AlignmentOptions
 
     defaults = AlignmentOptions()
     parser = subparsers.add_parser(
@@ -72,8 +72,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from emtbench.errors import EmtbenchError
-    from emtbench.models.flagship.build_base import AlignmentOptions, build_base
+    from emtbench.core.errors import EmtbenchError
+    from emtbench.methods.build_base import AlignmentOptions, build_base
 
     for name in ("images_per_dataset", "steps", "class_token_steps", "batch_size", "image_grid"):
         if getattr(args, name) < (0 if name in ("steps", "class_token_steps") else 1):

@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_convert_prismatic(args: argparse.Namespace, extra: list[str]) -> int:
     from tqdm.auto import tqdm
 
-    from emtbench.models.prismatic import convert_prismatic
+    from emtbench.models.prismatic.convert import convert_prismatic
 
     with tqdm(total=5, desc="convert prismatic", unit="step") as bar:
 

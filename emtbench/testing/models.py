@@ -252,3 +252,53 @@ def build_tiny_instructblip(output_dir: str | Path, *, seed: int = 0, image_size
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     return output_dir
+
+
+def build_tiny_flagship(
+    output_dir: str | Path, *, seed: int = 0, image_size: int = 32, image_grid: int = 2
+) -> Path:
+    """A tiny random flagship (2-stage EfficientNet-Lite, 2-layer Llama), saved with its processor, for tests."""
+    import torch
+    from transformers import LlamaConfig
+
+    from emtbench.models.flagship import register
+    from emtbench.models.flagship.assemble import add_image_token, make_processor, set_generation_defaults
+    from emtbench.models.flagship.configuration_emt_flagship import EfficientNetLiteConfig, EmtFlagshipConfig
+    from emtbench.models.flagship.modeling_emt_flagship import EmtFlagshipForConditionalGeneration
+
+    register()
+    output_dir = Path(output_dir)
+    tokenizer = build_tiny_tokenizer()
+    image_token_id = add_image_token(tokenizer)
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    vision_config = EfficientNetLiteConfig(
+        stages=[[3, 1, 1, 8, 1], [3, 2, 4, 16, 1], [3, 2, 4, 16, 1]],
+        stem_channels=8,
+        head_channels=32,
+        image_size=image_size,
+    )
+    config = EmtFlagshipConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        image_grid=image_grid,
+    )
+    torch.manual_seed(seed)
+    model = EmtFlagshipForConditionalGeneration(config).eval()
+    set_generation_defaults(model, tokenizer)
+    processor = make_processor(tokenizer, image_size, config.image_seq_length)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    return output_dir

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from emtbench.cache import user_cache_dir
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
-from emtbench.tasks.registry import EMTDataset
+from emtbench.core.cache import user_cache_dir
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
+from emtbench.datasets.emt import EMTDataset
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def _align_class_labels(data, names: list[str], dataset: EMTDataset, where: str)
 
 
 def load_offline(dataset: EMTDataset, split: str):
-    from emtbench.tasks.offline import OFFLINE_SOURCES
+    from emtbench.datasets.offline import OFFLINE_SOURCES
 
     if dataset.offline_source is None:
         raise EmtbenchError(

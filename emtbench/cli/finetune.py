@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 FINETUNE_HELP = """\
 Fine-tune a LLaVA-style multimodal LLM with one of the continual-learning paper's methods and save a
@@ -202,8 +202,8 @@ def _split_list(values: list[str] | str) -> list[str]:
 
 
 def run_finetune(args: argparse.Namespace, extra: list[str]) -> int:
+    from emtbench.hub.push import push_to_hub
     from emtbench.methods.finetune import finetune
-    from emtbench.methods.outputs import push_to_hub
 
     if args.limit is not None and args.limit < 1:
         raise EmtbenchError("--limit must be at least 1", where="--limit")

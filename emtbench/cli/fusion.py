@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 TAILOR_DESCRIPTION = """\
 Fuse fine-tuned checkpoint(s) into the pre-trained one with Model Tailor (Zhu et al. 2024, SPEC §4):
@@ -187,8 +187,8 @@ def _check_common(args: argparse.Namespace) -> None:
 
 def _prepare(args: argparse.Namespace, run: dict[str, Any], specs: list[str]):
     """Everything that can fail on bad input, before weights are loaded: output, shapes, calibration."""
+    from emtbench.core.records import check_output_dir
     from emtbench.methods.fusion.checkpoints import calibration_batches, check_compatible, load_processor
-    from emtbench.methods.outputs import check_output_dir
 
     check_output_dir(Path(args.output), run, overwrite=args.overwrite)
     check_compatible(args.pretrained, args.finetuned)
@@ -228,8 +228,10 @@ def _load(args: argparse.Namespace):
 
 
 def _finish(args, model, processor, pretrained_state, finetuned, run: dict[str, Any], layers: dict) -> int:
+    from emtbench.core.records import write_model_dir
+    from emtbench.hub.cards import model_card
+    from emtbench.hub.push import push_to_hub
     from emtbench.methods.fusion.checkpoints import changed_fraction
-    from emtbench.methods.outputs import push_to_hub, write_model_dir
 
     stats = changed_fraction(model, pretrained_state)
     current = model.state_dict()
@@ -252,7 +254,7 @@ def _finish(args, model, processor, pretrained_state, finetuned, run: dict[str, 
         model.save_pretrained(folder)
         processor.save_pretrained(folder)
 
-    output = write_model_dir(args.output, save, run, overwrite=args.overwrite)
+    output = write_model_dir(args.output, save, run, overwrite=args.overwrite, card=model_card)
     print(
         f"wrote {output}: {stats['changed_fraction']:.4%} of {stats['total']:,} parameters differ from pre-trained"
     )

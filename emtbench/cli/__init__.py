@@ -1,7 +1,7 @@
 """``emtbench`` command line: one sub-command per user-facing job.
 
-Each concern folder contributes its sub-commands through a ``register(subparsers)`` function in its
-own ``cli`` module, listed in :data:`SUBCOMMAND_MODULES`; heavy imports happen only when a command runs.
+Each module of this package adds its sub-commands through a ``register(subparsers)`` function and is
+listed in :data:`SUBCOMMAND_MODULES`; heavy imports happen only when a command runs.
 """
 
 from __future__ import annotations
@@ -10,19 +10,19 @@ import argparse
 import importlib
 import sys
 
-from emtbench import __version__
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.version import __version__
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "emtbench.tasks.cli",
-    "emtbench.models.flagship.cli",
-    "emtbench.judges.cli",
-    "emtbench.models.cli",
-    "emtbench.models.extract_cli",
-    "emtbench.leaderboard.cli",
-    "emtbench.methods.fusion.cli",
-    "emtbench.methods.finetune_cli",
-    "emtbench.demo.cli",
+    "emtbench.cli.eval",
+    "emtbench.cli.build_base",
+    "emtbench.cli.judge_agreement",
+    "emtbench.cli.convert",
+    "emtbench.cli.extract_llm",
+    "emtbench.cli.leaderboard",
+    "emtbench.cli.fusion",
+    "emtbench.cli.finetune",
+    "emtbench.cli.demo",
 )
 
 DESCRIPTION = """\
@@ -65,7 +65,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"emtbench {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

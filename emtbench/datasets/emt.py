@@ -12,6 +12,8 @@ from functools import cached_property
 from importlib import resources
 from typing import Literal
 
+from emtbench.core.registry import Registry
+
 DIGIT_LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 CIFAR10_LABELS: tuple[str, ...] = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -42,7 +44,7 @@ OBJECT_ANSWER = "The object is a(n) {label}."
 
 
 def _miniimagenet_table() -> list[dict]:
-    text = resources.files("emtbench.tasks").joinpath("data/miniimagenet_classes.json").read_text()
+    text = resources.files("emtbench.datasets").joinpath("data/miniimagenet_classes.json").read_text()
     return json.loads(text)["classes"]
 
 
@@ -62,7 +64,7 @@ class EMTDataset:
     kind: Literal["number", "object"]
     default_split: str = "test"
     offline_source: str | None = None
-    """Name of a loader in :mod:`emtbench.tasks.offline` that needs no Hub, if there is one."""
+    """Name of a loader in :mod:`emtbench.datasets.offline` that needs no Hub, if there is one."""
     prompt_order: Literal["label", "alphabetical"] = "label"
     label_source: str = ""
 
@@ -106,9 +108,9 @@ _LABELS = {
     "miniimagenet": lambda: tuple(c["name"] for c in _miniimagenet_table()),
 }
 
-DATASETS: dict[str, EMTDataset] = {
-    d.name: d
-    for d in (
+DATASETS: Registry[EMTDataset] = Registry("EMT dataset")
+"""Every EMT dataset by name (``cifar10``); :func:`get_dataset` also takes ``emt_cifar10`` and ``emt:cifar10``."""
+for _dataset in (
         EMTDataset("mnist", "ylecun/mnist", "image", "label", "number"),
         EMTDataset("cifar10", "uoft-cs/cifar10", "img", "label", "object"),
         EMTDataset("cifar100", "uoft-cs/cifar100", "img", "fine_label", "object"),
@@ -122,8 +124,8 @@ DATASETS: dict[str, EMTDataset] = {
             offline_source="fashion_mnist_debian",
         ),
         EMTDataset("digits", None, "image", "label", "number", offline_source="sklearn_digits"),
-    )
-}  # fmt: skip
+):  # fmt: skip
+    DATASETS.add(_dataset.name, _dataset)
 
 PAPER_TASKS = ("emt_mnist", "emt_cifar10", "emt_cifar100", "emt_miniimagenet")
 OFFLINE_TASKS = ("emt_digits", "emt_fashion_mnist")
@@ -132,12 +134,6 @@ OFFLINE_TASKS = ("emt_digits", "emt_fashion_mnist")
 def get_dataset(name_or_task: str) -> EMTDataset:
     """Look a dataset up by ``cifar10``, ``emt_cifar10`` or ``emt:cifar10``."""
     key = name_or_task.removeprefix("emt:").removeprefix("emt_")
-    try:
-        return DATASETS[key]
-    except KeyError:
-        from emtbench.errors import EmtbenchError
-
-        raise EmtbenchError(
-            f"unknown EMT dataset {name_or_task!r}",
-            fix=f"use one of: {', '.join(sorted(DATASETS))}",
-        ) from None
+    if key not in DATASETS:
+        raise DATASETS.unknown(name_or_task)
+    return DATASETS[key]

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 OUTPUT_FILES = ("index.html", "leaderboard.json", "leaderboard.csv")
 

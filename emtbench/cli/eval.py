@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from emtbench.tasks import TASKS_DIR
 
@@ -67,6 +66,7 @@ def _requested_tasks(argv: list[str]) -> list[str]:
 
 
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
+    from emtbench.tasks.evaluation import run_lm_eval
     from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
 
     if not argv or argv[0] in ("-h", "--help"):
@@ -75,25 +75,3 @@ def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
     elif any(task.startswith("emt") for task in _requested_tasks(argv)):
         check_metadata_keys(cli_metadata(argv))  # fail before a model is loaded
     return run_lm_eval(argv)
-
-
-def run_lm_eval(argv: list[str]) -> int:
-    """Run lm_eval's own CLI in this process, with the EMT task folder included."""
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
-
-    import emtbench.models  # noqa: F401  (registers emtbench's lm-eval models)
-
-    saved_argv = sys.argv
-    sys.argv = ["lm_eval", *argv]
-    try:
-        setup_logging()
-        cli = HarnessCLI()
-        parsed = cli.parse_args()
-        if hasattr(parsed, "include_path"):
-            user_path = parsed.include_path
-            parsed.include_path = [user_path, str(TASKS_DIR)] if user_path else str(TASKS_DIR)
-        cli.execute(parsed)
-    finally:
-        sys.argv = saved_argv
-    return 0

@@ -12,7 +12,7 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from emtbench.errors import EmtbenchError
+from emtbench.core.errors import EmtbenchError
 
 INSTALL_FIX = (
     "install it from source: `pip install git+https://github.com/TRI-ML/prismatic-vlms` (it is not on "

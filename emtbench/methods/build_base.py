@@ -38,9 +38,9 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from emtbench.cache import user_cache_dir
-from emtbench.errors import EmtbenchError
-from emtbench.fsutil import staged_directory
+from emtbench.core.cache import user_cache_dir
+from emtbench.core.errors import EmtbenchError
+from emtbench.core.fsutil import staged_directory
 
 ALIGNMENT_DATASETS = ("digits", "fashion_mnist")
 SHORT_QUESTIONS = {"number": "What is the number in the image?", "object": "What is the object in the image?"}
@@ -90,14 +90,14 @@ class AlignmentData:
 
 
 def global_classes() -> list[tuple[str, int]]:
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
 
     return [(name, index) for name in ALIGNMENT_DATASETS for index in range(len(get_dataset(name).labels))]
 
 
 def _training_images(name: str, count: int, seed: int):
-    from emtbench.tasks.data import DataOptions, load_emt_dataset
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
+    from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
     data = load_emt_dataset(get_dataset(name), DataOptions(split="train", source="offline"))
     chosen = sorted(random.Random(seed).sample(range(len(data)), min(count, len(data))))
@@ -144,7 +144,7 @@ def _class_name_embeddings(model, tokenizer):
     """(classes, hidden): the LM's mean input embedding of each global class's spoken name (" 3", " Trouser")."""
     import torch
 
-    from emtbench.tasks.registry import get_dataset, spoken
+    from emtbench.datasets.emt import get_dataset, spoken
 
     embed = model.get_input_embeddings().weight
     rows = []
@@ -217,7 +217,7 @@ def warm_start_projector(
 
 def _example_text(processor, dataset_name: str, label_index: int, short: bool) -> tuple[str, str]:
     """(prompt with the image placeholders expanded, answer + end of turn) of one training example."""
-    from emtbench.tasks.registry import get_dataset
+    from emtbench.datasets.emt import get_dataset
 
     dataset = get_dataset(dataset_name)
     question = SHORT_QUESTIONS[dataset.kind] if short else dataset.prompt
@@ -445,7 +445,8 @@ def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: boo
     """Build (or reuse from the cache) the aligned flagship and return its folder."""
     import shutil
 
-    from emtbench.methods.outputs import write_model_dir
+    from emtbench.core.records import write_model_dir
+    from emtbench.hub.cards import model_card
     from emtbench.models.flagship.assemble import assemble_flagship
 
     cached = cached_base_folder(options)
@@ -482,7 +483,7 @@ def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: boo
             "losses": [round(x, 4) for x in losses],
             "build_seconds": round(time.perf_counter() - started, 1),
         }
-        write_model_dir(cached, save, run, overwrite=True)
+        write_model_dir(cached, save, run, overwrite=True, card=model_card)
     if output is None:
         return cached
     output = Path(output).expanduser()

@@ -1,0 +1,1 @@
+"""The Hugging Face Hub side of emtbench: model cards (:mod:`.cards`) and uploads (:mod:`.push`)."""
