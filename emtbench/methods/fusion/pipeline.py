@@ -179,6 +179,7 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
         copy_finetuned_parts,
         load_model,
         load_processor,
+        open_checkpoint,
         tensors_equal,
     )
 
@@ -205,8 +206,14 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
         for spec in specs
     ]
     model = load_model(options.pretrained)
-    pretrained_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    finetuned = [load_model(path).state_dict() for path in options.finetuned]
+    # Only the model being fused is held whole; the pre-trained and fine-tuned values are read from
+    # their safetensors one parameter at a time (open_checkpoint falls back to loading them whole).
+    pretrained_state = open_checkpoint(
+        options.pretrained,
+        model,
+        eager=lambda: {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+    )
+    finetuned = [open_checkpoint(path, model) for path in options.finetuned]
     with torch.no_grad():
         copied = copy_finetuned_parts(model, finetuned, options.copy_finetuned)
     job = FusionJob(

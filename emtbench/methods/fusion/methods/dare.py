@@ -31,7 +31,7 @@ class Dare(TaskVectorMerge):
         import torch
 
         drop_rate = 1.0 - parameters.density_or(0.1)
-        generator = torch.Generator().manual_seed(context.seed)
+        generator = context.generator or torch.Generator().manual_seed(context.seed)
         merged = {}
         for name in progress(list(deltas[0]), self.name, context):
             total = sum(dare_delta(d[name], drop_rate, generator) for d in deltas)

@@ -38,6 +38,7 @@ class Graft(TaskVectorMerge):
     summary = "learn a sparse mask over δ on the target loss (sigmoid relaxation)"
     parameters_class = GraftParameters
     needs_calibration = True
+    tensorwise = False  # the top-density share is taken over every parameter at once
 
     def run_settings(self, parameters):
         return {**super().run_settings(parameters), "steps": parameters.steps, "lr": parameters.lr}
