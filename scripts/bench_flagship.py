@@ -64,12 +64,98 @@ def eval_inputs(processor, count: int) -> tuple[list, str]:
     return [im.convert("RGB") for im in data["image"]], prompt
 
 
-def run_batch(model, processor, images, prompt, new_tokens: int):
+def run_batch(model, processor, images, prompt, new_tokens: int, **generate_kwargs):
     batch = processor(
         images=[[im] for im in images], text=[prompt] * len(images), padding="longest", return_tensors="pt"
     )
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
-    return model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    return model.generate(
+        **batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **generate_kwargs
+    )
+
+
+VARIANTS = ("baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention", "static-eager")
+"""Ways to run the same greedy generation, compared at the best batch size by --variants:
+
+* ``static-cache``: ``generate(cache_implementation="static")``, a preallocated key/value cache;
+* ``compile-decode``: the static cache plus transformers' own compilation of the decoding step
+  (``CompileConfig``; transformers compiles on GPUs only unless told ``_compile_all_devices``);
+* ``compile-lm``: ``torch.compile`` of the language model (prefill and decoding, dynamic shapes);
+* ``eager-attention``: the model loaded with ``attn_implementation="eager"`` instead of SDPA;
+* ``static-eager``: both the static cache and eager attention.
+"""
+
+
+def prepare_variant(name: str, model_dir, dtype):
+    """(model, generate keyword arguments) for one variant; each gets its own model instance."""
+    from transformers import AutoModelForImageTextToText, CompileConfig
+
+    attention = {"attn_implementation": "eager"} if name in ("eager-attention", "static-eager") else {}
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **attention).eval()
+    if name in ("baseline", "eager-attention"):
+        return model, {}
+    if name in ("static-cache", "static-eager"):
+        return model, {"cache_implementation": "static"}
+    if name == "compile-decode":
+        config = CompileConfig(fullgraph=False, dynamic=False)
+        config._compile_all_devices = True
+        return model, {"cache_implementation": "static", "compile_config": config}
+    if name == "compile-lm":
+        language_model = model.model.language_model
+        language_model.forward = torch.compile(language_model.forward, dynamic=True)
+        return model, {}
+    raise SystemExit(f"unknown variant {name!r}; use {', '.join(VARIANTS)}")
+
+
+def compare_variants(args, processor, images, prompt, batch_size: int) -> None:
+    """Each variant at one batch size, interleaved over rounds: samples/s, share of the bf16 rate, answers."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    names = [n for n in args.variants.split(",") if n]
+    if "baseline" not in names:
+        names.insert(0, "baseline")
+    batches = [images[i : i + batch_size] for i in range(0, args.samples, batch_size)]
+    prepared, answers, warmup = {}, {}, {}
+    with FlopCounterMode(display=False) as counter:
+        reference, _ = prepare_variant("baseline", args.model, torch.bfloat16)
+        run_batch(reference, processor, batches[0], prompt, args.new_tokens)
+    flops_per_sample = counter.get_total_flops() / len(batches[0])
+    del reference
+    for name in names:
+        model, kwargs = prepare_variant(name, args.model, torch.bfloat16)
+        start = time.perf_counter()
+        run_batch(model, processor, batches[0], prompt, args.new_tokens, **kwargs)  # warm-up (and compile)
+        warmup[name] = time.perf_counter() - start
+        prepared[name] = (model, kwargs)
+        answers[name] = torch.cat(
+            [
+                run_batch(model, processor, b, prompt, args.new_tokens, **kwargs)[:, -args.new_tokens :]
+                for b in batches
+            ]
+        )
+    seconds = {name: [] for name in names}
+    meter = MatmulMeter()
+    for round_index in range(args.variant_rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:  # alternate the order: load drifts
+            model, kwargs = prepared[name]
+            elapsed = 0.0
+            for images_batch in batches:
+                start = time.perf_counter()
+                run_batch(model, processor, images_batch, prompt, args.new_tokens, **kwargs)
+                took = time.perf_counter() - start
+                elapsed += took
+                meter.burst(max(took, 0.5))
+            seconds[name].append(elapsed)
+    peak = meter.rate
+    base = min(seconds["baseline"])
+    print(f"\nvariants at batch {batch_size}, best of {args.variant_rounds} interleaved rounds "
+          f"(bf16 matmul rate {peak / 1e9:.0f} GFLOP/s, sampled between batches):")  # fmt: skip
+    for name in names:
+        best = min(seconds[name])
+        rate = args.samples / best
+        same = (answers[name] == answers["baseline"]).all(dim=1).float().mean().item()
+        print(f"  {name:<16} {rate:6.2f} samples/s = {rate * flops_per_sample / peak:6.1%} of the bf16 matmul "
+              f"rate, {base / best:5.2f}x baseline, identical answers {same:.1%}, first call {warmup[name]:.1f} s")  # fmt: skip
 
 
 def timed(function, repeats: int = 3) -> float:
@@ -111,6 +197,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,16,32,64")
     parser.add_argument("--samples", type=int, default=64, help="images timed per batch size")
     parser.add_argument("--new-tokens", type=int, default=8, help="EMT answers are ~8 tokens")
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"also compare these at the best batch size, comma-separated: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--variant-rounds", type=int, default=2, help="interleaved rounds per variant")
     args = parser.parse_args()
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -152,6 +244,8 @@ def main() -> None:
             )
         best = max(rows, key=lambda r: r[1])
         print_breakdown(model, processor, best[3], prompt, args.new_tokens)
+        if args.variants:
+            compare_variants(args, processor, all_images, prompt, best[0])
     print(
         f"best: batch {best[0]} at {best[1]:.2f} samples/s; achieved/bf16-matmul = {best[2]:.1%} "
         f"(target >= 25%); speed-up over batch {rows[0][0]}: {best[1] / rows[0][1]:.2f}x"

@@ -1,4 +1,4 @@
-"""Benchmark Model Tailor on a real 135M Llama-architecture LM (SmolLM2-135M-Instruct, SPEC §7).
+"""Benchmark Model Tailor on a real 135M Llama-architecture LM (SmolLM2-135M-Instruct, docs/design.md §8).
 
 Measures, in one run:
 1. the time to tailor every linear layer of all decoder layers (a perturbed copy plays the

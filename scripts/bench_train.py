@@ -4,7 +4,7 @@ Usage:
   python scripts/bench_train.py                         # a small random LLaVA built locally
   python scripts/bench_train.py --model PATH --examples 64 --batch-size 8 --epochs 1
 
-Every method trains the same examples in the same order through ``emtbench.methods.finetune.train``
+Every method trains the same examples in the same order through ``emtbench.methods.finetune.trainer.train``
 (the code ``emtbench finetune`` runs). Tokens/s = real (non-padding) tokens processed / the Trainer's
 train_runtime, best of --repeats interleaved rounds. Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the peak resident set
 size sampled every 5 ms during the run minus the resident size just before it (so it includes the
@@ -72,8 +72,9 @@ def main() -> None:
     import torch
     from transformers import AutoProcessor
 
-    from emtbench.methods.data import ConversationCollator, load_conversations
-    from emtbench.methods.finetune import TrainSettings, train
+    from emtbench.methods.finetune import TrainSettings
+    from emtbench.methods.finetune.data import ConversationCollator, load_conversations
+    from emtbench.methods.finetune.trainer import train
     from emtbench.testing import build_tiny_llava
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -94,7 +95,7 @@ def main() -> None:
     # Interleaved rounds, best throughput kept: other load on a shared machine only ever slows a run down.
     for _ in range(args.repeats):
         for method in args.methods.split(","):
-            settings = TrainSettings(
+            settings = TrainSettings.of(
                 method=method,
                 epochs=args.epochs,
                 batch_size=args.batch_size,

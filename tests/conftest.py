@@ -42,6 +42,19 @@ def read_results(output_path: Path) -> dict:
     return json.loads(files[0].read_text())
 
 
+LM_EVAL_RUN = Path(__file__).resolve().parent / "fixtures" / "lm_eval_run"
+"""A real `emtbench eval` run of the tiny LLaVA (the arguments of ``tiny_eval_results``), checked in;
+regenerate with ``python scripts/make_test_fixtures.py``."""
+
+
+@pytest.fixture
+def lm_eval_run(tmp_path) -> Path:
+    """A copy of the checked-in lm-eval output (results + samples), for tests that only read it."""
+    copy = tmp_path / "lm-eval-run"
+    shutil.copytree(LM_EVAL_RUN, copy)
+    return copy
+
+
 @pytest.fixture(scope="session")
 def tiny_eval_results(tiny_llava_dir, tmp_path_factory) -> Path:
     """One real `emtbench eval` run of the tiny LLaVA on the offline tasks, with logged samples."""

@@ -11,7 +11,7 @@ def target_loss(model_dir: Path, spec: str, *, split: str = "test", samples: int
     """Mean answer-token loss on held-out target data."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from emtbench.methods.data import ConversationCollator, load_conversations
+    from emtbench.methods.finetune.data import ConversationCollator, load_conversations
 
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     collator = ConversationCollator(AutoProcessor.from_pretrained(model_dir))

@@ -9,7 +9,7 @@ from emtbench.datasets.emt import get_dataset
 from emtbench.judges import JudgeItem
 
 LABELLED_ANSWERS: list[tuple[str, str, str, bool]] = [
-    # The paper's hard cases (SPEC §1).
+    # The paper's hard cases (EMT App. C.4, D.2).
     ("cifar10", "The airplane is 8.", "airplane", True),
     ("cifar10", "The object is a(n) aircraft carrier.", "airplane", False),
     ("miniimagenet", "dog", "African_hunting_dog", False),

@@ -22,6 +22,7 @@ DIGITS_PROMPT = (
 )
 
 
+@pytest.mark.slow
 def test_emt_task_sends_base64_images_and_judges_answers(tmp_path, monkeypatch):
     # openai-chat-completions subclasses local-chat-completions (same payload code); one run covers both.
     model = "openai-chat-completions"

@@ -57,6 +57,7 @@ def test_label_embeddings_are_computed_once_per_task(tiny_clip_dir):
     assert set(answers) <= set(get_dataset("digits").labels)
 
 
+@pytest.mark.slow
 def test_emt_eval_with_a_tiny_clip_by_path(tiny_clip_dir, tmp_path):
     out = tmp_path / "out"
     code = run_emtbench(

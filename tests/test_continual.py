@@ -74,7 +74,7 @@ def test_continual_refuses_a_multi_process_launch(tmp_path, tiny_llava_dir, monk
     import accelerate
 
     from emtbench.core.errors import EmtbenchError
-    from emtbench.methods.continual import continual
+    from emtbench.methods.continual import ContinualOptions, continual
     from emtbench.methods.finetune import TrainSettings
 
     class TwoProcesses:
@@ -82,6 +82,14 @@ def test_continual_refuses_a_multi_process_launch(tmp_path, tiny_llava_dir, monk
 
     monkeypatch.setattr(accelerate, "PartialState", TwoProcesses)
     with pytest.raises(EmtbenchError, match="runs in one process") as error:
-        continual(str(tiny_llava_dir), ["emt:digits"], ["emt_digits"], tmp_path / "run", TrainSettings())
+        continual(
+            ContinualOptions(
+                model=str(tiny_llava_dir),
+                sequence=["emt:digits"],
+                eval_tasks=["emt_digits"],
+                output=tmp_path / "run",
+                settings=TrainSettings(),
+            )
+        )
     assert "accelerate launch" in error.value.fix
     assert not (tmp_path / "run").exists()

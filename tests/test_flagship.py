@@ -156,6 +156,7 @@ def test_parts_mapping_finds_llava_style_modules(loaded):
     assert parts.lm_head is model.lm_head
 
 
+@pytest.mark.slow
 def test_alignment_lowers_the_loss_and_trains_only_the_projector(loaded):
     from emtbench.methods.build_base import AlignmentData, AlignmentOptions, align_projector
 
@@ -175,6 +176,7 @@ def test_alignment_lowers_the_loss_and_trains_only_the_projector(loaded):
     assert not torch.equal(model.model.multi_modal_projector.linear_1.weight, projector_before)
 
 
+@pytest.mark.slow
 def test_hf_multimodal_eval_loads_it_by_path(tiny_flagship_dir, tmp_path):
     code = run_emtbench(
         "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={tiny_flagship_dir}",
@@ -190,6 +192,7 @@ def test_hf_multimodal_eval_loads_it_by_path(tiny_flagship_dir, tmp_path):
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
 
 
+@pytest.mark.slow
 def test_lora_finetune_steps_run_on_the_flagship_unchanged(tiny_flagship_dir, tmp_path):
     from transformers import AutoModelForImageTextToText
 
@@ -207,6 +210,7 @@ def test_lora_finetune_steps_run_on_the_flagship_unchanged(tiny_flagship_dir, tm
     assert not any("vision_tower" in k for k in changed)  # frozen tower, batch-norm statistics included
 
 
+@pytest.mark.slow
 def test_warm_start_makes_each_cell_emit_its_class_vector_and_leaves_no_dead_units(loaded):
     """The probe is fit per grid cell, as the projector runs; unused hidden units still get gradients."""
     from emtbench.methods.build_base import (
@@ -244,6 +248,7 @@ def test_warm_start_makes_each_cell_emit_its_class_vector_and_leaves_no_dead_uni
     assert projector.linear_2.weight.grad[:, len(classes) :].abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_class_tokens_learn_to_make_the_frozen_lm_answer_each_class(loaded):
     """Textual-inversion stage: one vector per class, trained through the frozen LM, lowers the answer loss."""
     from emtbench.methods.build_base import AlignmentOptions, global_classes, learn_class_tokens

@@ -124,6 +124,7 @@ def test_stem_batchnorm_statistics_match_the_half_normalisation(lite0, pixels):
     assert ratio_imagenet > 2.0
 
 
+@pytest.mark.slow
 def test_smollm2_gguf_loads_once_then_from_the_cache_and_answers_greedily(monkeypatch, tmp_path):
     """The slow GGUF parse happens once; later loads come from the saved copy, tensor for tensor."""
     pytest.importorskip("gguf")

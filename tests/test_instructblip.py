@@ -34,6 +34,7 @@ def test_parts_map_qformer_and_projection_as_projector(tiny_instructblip_dir):
     assert parts.language_model is model.language_model.model
 
 
+@pytest.mark.slow
 def test_eval_runs_emt_task(tiny_instructblip_dir, tmp_path):
     code = run_emtbench(
         "eval", "--model", "hf-multimodal",
@@ -51,6 +52,7 @@ def test_eval_runs_emt_task(tiny_instructblip_dir, tmp_path):
     assert all(json.loads(line)["resps"][0][0] for line in samples)  # the model generated text
 
 
+@pytest.mark.slow
 def test_linear_finetune_step_trains_only_the_projector(tiny_instructblip_dir, tmp_path):
     output = tmp_path / "ft"
     code = run_emtbench(

@@ -66,9 +66,9 @@ def test_agreement_and_kappa_against_an_oracle_llm(oracle_metadata, tmp_path, ca
     assert set(written[0]["verdicts"]) == {"rule", "cascade", "llm"}
 
 
-def test_rejudges_real_eval_samples(tiny_eval_results, oracle_metadata, tmp_path, capsys):
+def test_rejudges_real_eval_samples(lm_eval_run, oracle_metadata, tmp_path, capsys):
     server, metadata = oracle_metadata
-    paths = sorted(tiny_eval_results.rglob("samples_emt_*.jsonl"))
+    paths = sorted(lm_eval_run.rglob("samples_emt_*.jsonl"))
     files = [str(p) for p in paths]
     lines = sum(len(p.read_text().splitlines()) for p in paths)
     server.responder = None

@@ -181,6 +181,7 @@ def test_cache_makes_a_rerun_free_and_dedups_answers(server, api, tmp_path):
     assert api(judge_model="other").judge_one(cifar("cat")).verdict is Verdict.WRONG
 
 
+@pytest.mark.slow
 def test_eval_judges_all_answers_of_a_task_in_one_concurrent_batch(
     server, tiny_llava_dir, tmp_path, monkeypatch
 ):

@@ -33,12 +33,6 @@ LAYERS: dict[str, int] = {
 }
 """Top-level folder of ``emtbench`` -> its layer; ``emtbench`` itself (the lazy public API) is the top."""
 
-ALLOWED_UPWARD: set[tuple[str, str]] = {
-    # Phase 1 of issue 15 leaves one: the demo still runs its stages through the CLI. Phase 2 makes it
-    # call the Python API; this entry is then removed (the test below fails if it is no longer needed).
-    ("emtbench/demo/recipe.py", "emtbench.cli"),
-}
-
 FLAGSHIP_MODEL_FILES = (
     "configuration_emt_flagship",
     "modeling_emt_flagship",
@@ -101,23 +95,13 @@ def test_every_top_level_folder_has_a_layer():
     )
 
 
-def _allowed(file: str, target: str) -> set[tuple[str, str]]:
-    """The entries of :data:`ALLOWED_UPWARD` that excuse ``file`` importing ``target``."""
-    return {(f, prefix) for f, prefix in ALLOWED_UPWARD if f == file and target.startswith(prefix)}
-
-
 def test_layers_import_downward_only():
-    violations = [v for v in upward_imports() if not _allowed(v[0], v[2])]
+    violations = upward_imports()
     message = "\n".join(
         f"{file}:{line}: layer {source} imports {target} from the higher layer {layer}"
         for file, line, target, layer, source in violations
     )
     assert not violations, "imports that run up the layers (see docs/design.md, Layout):\n" + message
-
-
-def test_allowed_upward_imports_are_still_needed():
-    used = {key for file, _, target, _, _ in upward_imports() for key in _allowed(file, target)}
-    assert used >= ALLOWED_UPWARD, f"no longer needed, remove from ALLOWED_UPWARD: {ALLOWED_UPWARD - used}"
 
 
 def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch):
@@ -158,7 +142,15 @@ def test_flagship_model_files_import_nothing_from_emtbench(name):
     assert set(relative) <= set(FLAGSHIP_MODEL_FILES), f"{path.name} imports {relative} relatively"
 
 
-@pytest.mark.parametrize("name", FLAGSHIP_MODEL_FILES)
+@pytest.mark.parametrize(
+    "name",
+    # Each case starts a fresh interpreter that imports torch and transformers (~5 s): the first file
+    # of the chain runs in the fast tier, the others in the slow one.
+    [
+        FLAGSHIP_MODEL_FILES[0],
+        *(pytest.param(name, marks=pytest.mark.slow) for name in FLAGSHIP_MODEL_FILES[1:]),
+    ],
+)
 def test_importing_a_flagship_module_first_registers_it_without_a_warning(name):
     """A fresh interpreter whose first import is one flagship module: no warning, and the Auto classes know it."""
     code = (
@@ -179,3 +171,55 @@ def test_importing_a_flagship_module_first_registers_it_without_a_warning(name):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "registered" in result.stdout, result.stderr[-3000:]
     assert "could not register" not in result.stderr, result.stderr[-3000:]
+
+
+COMMANDS = (
+    "eval", "tasks-dir", "build-base", "judge-agreement", "convert", "extract-llm", "leaderboard",
+    "tailor", "merge", "finetune", "continual", "demo", "vlm-eval",
+)  # fmt: skip
+
+
+def test_every_command_is_checked_here():
+    from emtbench.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(commands) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_imports_no_torch(command):
+    """`emtbench --help` and `emtbench CMD --help` in a fresh interpreter: no torch, no transformers."""
+    argv = ["--help"] if command is None else [command, "--help"]
+    code = (
+        "import sys\n"
+        "from emtbench.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    result = run_fresh(code)
+    assert "usage:" in result.stdout
+
+
+def test_import_emtbench_is_cheap_and_exports_the_api():
+    code = (
+        "import sys, emtbench\n"
+        "assert 'torch' not in sys.modules and 'lm_eval' not in sys.modules\n"
+        "missing = [name for name in emtbench.__all__ if not hasattr(emtbench, name)]\n"
+        "assert not missing, missing\n"
+        "for name in ('evaluate', 'finetune', 'continual', 'merge', 'tailor', 'build_base', 'build_leaderboard'):\n"
+        "    function = getattr(emtbench, name)\n"
+        "    assert callable(function) and 'Example' in (function.__doc__ or ''), name\n"
+    )
+    run_fresh(code)
+
+
+def run_fresh(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new interpreter; it must exit 0."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import run_emtbench
 
-from emtbench.cli.leaderboard import make_server
 from emtbench.core.errors import EmtbenchError
 from emtbench.leaderboard.manifest import default_groups, load_manifest
+from emtbench.leaderboard.site import make_server
 from emtbench.metrics import delta, group_score, tailor_scores
 from emtbench.testing.leaderboard import BASE_ACCURACY, INJECTED_NAME, write_demo_manifest, write_results
 
@@ -33,10 +33,12 @@ def write_manifest(folder: Path, runs: list[dict], **top) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo_site(tmp_path_factory, tiny_eval_results):
-    """The demo manifest plus the real tiny-LLaVA lm-eval run (with its --log_samples files)."""
+def demo_site(tmp_path_factory):
+    """The demo manifest plus the real tiny-LLaVA lm-eval run (the checked-in one, with its samples)."""
+    from conftest import LM_EVAL_RUN
+
     folder = tmp_path_factory.mktemp("demo")
-    real = {"name": "tiny-llava (real lm-eval run)", "results": str(tiny_eval_results), "method": "zero-shot"}
+    real = {"name": "tiny-llava (real lm-eval run)", "results": str(LM_EVAL_RUN), "method": "zero-shot"}
     manifest = write_demo_manifest(folder, extra_runs=[real])
     site = folder / "site"
     assert build(manifest, site) == 0
@@ -62,9 +64,9 @@ def test_default_groups_ship_with_the_package():
     ]
 
 
-def test_real_lm_eval_run_carries_accuracy_and_intervals(demo_site, tiny_eval_results):
+def test_real_lm_eval_run_carries_accuracy_and_intervals(demo_site, lm_eval_run):
     _, _, data = demo_site
-    results = json.loads(next(tiny_eval_results.rglob("results_*.json")).read_text())["results"]
+    results = json.loads(next(lm_eval_run.rglob("results_*.json")).read_text())["results"]
     real = _run(data, "tiny-llava (real lm-eval run)")
     for task in ("emt_digits", "emt_fashion_mnist"):
         assert real["accuracy"][task] == pytest.approx(100 * results[task]["acc,none"], abs=1e-4)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def served_site(tmp_path_factory):
     """A demo leaderboard built by the CLI and served from 127.0.0.1 by `leaderboard serve`'s server."""
-    from emtbench.cli.leaderboard import make_server
+    from emtbench.leaderboard.site import make_server
     from emtbench.testing.leaderboard import write_demo_manifest
 
     folder = tmp_path_factory.mktemp("browser-site")
@@ -79,6 +79,7 @@ def _value(cell_text: str) -> float:
     return float(cell_text.split("[")[0])
 
 
+@pytest.mark.slow
 def test_page_loads_offline_sorts_and_escapes(served_site, browser, tmp_path):
     url, _site = served_site
     browser.get("about:blank")

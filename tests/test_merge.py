@@ -10,16 +10,19 @@ from conftest import run_emtbench
 from fusion_helpers import target_loss
 
 from emtbench.core.errors import EmtbenchError
-from emtbench.methods.fusion.merge import (
+from emtbench.methods.fusion.base import (
     MERGE_METHODS,
-    MergeSettings,
-    dare_delta,
+    DensityParameters,
+    MergeContext,
+    NoParameters,
+    WeightParameters,
     get_merge_method,
     merge_state,
     register_merge_method,
-    ties_delta,
     top_share_mask,
 )
+from emtbench.methods.fusion.methods.dare import dare_delta
+from emtbench.methods.fusion.methods.ties import ties_delta
 
 
 def test_dare_keeps_the_expected_task_vector():
@@ -64,11 +67,87 @@ def test_top_share_mask_is_exact():
     assert top_share_mask(values, 0.0).sum() == 0
 
 
+def test_top_share_mask_picks_what_a_stable_sort_picks():
+    """The linear-time selection keeps the same entries as a stable descending sort, ties included."""
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randint(0, 20, (40, 37), generator=generator).float()  # many ties at any threshold
+    for density in (0.01, 0.2, 0.5, 0.77, 0.999):
+        count = min(values.numel(), int(density * values.numel() + 0.5))
+        expected = torch.zeros(values.numel(), dtype=torch.bool)
+        expected[torch.argsort(values.flatten(), descending=True, stable=True)[:count]] = True
+        assert torch.equal(top_share_mask(values, density), expected.view_as(values)), density
+    assert top_share_mask(values, 1.0).all()
+
+
+def test_tensor_by_tensor_merges_equal_one_call_over_all_tensors():
+    """merge_state feeds tensorwise methods one parameter at a time; DARE's draws must not change."""
+    generator = torch.Generator().manual_seed(1)
+    shapes = {"a": (7, 5), "b": (11,), "c": (3, 4)}
+    pretrained = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    finetuned = [
+        {name: t + torch.randn(t.shape, generator=generator) for name, t in pretrained.items()}
+        for _ in range(2)
+    ]
+    deltas = [{name: state[name] - pretrained[name] for name in shapes} for state in finetuned]
+    for method, parameters in (
+        ("dare", DensityParameters(drop_rate=0.6)),
+        ("ties", DensityParameters(density=0.4)),
+    ):
+        merge = get_merge_method(method)
+        assert merge.tensorwise
+        at_once = merge.merge(pretrained, deltas, parameters, MergeContext(progress=False, seed=5))
+        one_by_one = merge_state(
+            merge, pretrained, finetuned, list(shapes), parameters, MergeContext(progress=False, seed=5)
+        )
+        for name in shapes:
+            torch.testing.assert_close(one_by_one[name], at_once[name], rtol=0, atol=1e-6)
+    assert not get_merge_method("graft").tensorwise
+
+
+def test_checkpoints_are_read_lazily_under_the_models_own_names(tiny_llava_dir, tmp_path):
+    """A LLaVA saved by transformers (legacy key names) and a tied-embedding LM read lazily = loaded whole."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from emtbench.methods.fusion.checkpoints import LazyCheckpoint, load_model, open_checkpoint
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "tied")
+    for folder in (tiny_llava_dir, tmp_path / "tied"):
+        model = load_model(str(folder))
+        checkpoint = open_checkpoint(str(folder), model)
+        assert isinstance(checkpoint, LazyCheckpoint)
+        state = model.state_dict()
+        assert set(checkpoint) == set(state)
+        for name, tensor in state.items():
+            assert torch.equal(checkpoint[name], tensor), name
+
+
+def test_a_checkpoint_that_cannot_be_read_lazily_is_loaded_whole(tmp_path):
+    """A fine-tuned copy stored in bf16 next to an fp32 pre-trained model: the eager fallback, same values."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from emtbench.methods.fusion.checkpoints import LazyCheckpoint, load_model, open_checkpoint
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(tmp_path / "fp32")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    pretrained = load_model(str(tmp_path / "fp32"))
+    checkpoint = open_checkpoint(str(tmp_path / "bf16"), pretrained)
+    assert not isinstance(checkpoint, LazyCheckpoint)
+    for name, tensor in model.state_dict().items():
+        assert checkpoint[name].dtype == torch.bfloat16 and torch.equal(checkpoint[name], tensor), name
+
+
 def test_task_arithmetic_sums_scaled_task_vectors():
     pretrained = {"w": torch.tensor([1.0, 2.0])}
     finetuned = [{"w": torch.tensor([2.0, 2.0])}, {"w": torch.tensor([1.0, 5.0])}]
     merged = merge_state(
-        get_merge_method("task-arithmetic"), pretrained, finetuned, ["w"], MergeSettings(weight=0.5)
+        get_merge_method("task-arithmetic"), pretrained, finetuned, ["w"], WeightParameters(weight=0.5)
     )
     torch.testing.assert_close(merged["w"], torch.tensor([1.5, 3.5]))
 
@@ -86,7 +165,7 @@ def test_registry_accepts_new_methods_and_rejects_unknown_names():
             {"w": torch.ones(2)},
             [{"w": torch.zeros(2)}],
             ["w"],
-            MergeSettings(),
+            NoParameters(),
         )
         assert torch.equal(merged["w"], torch.ones(2))
     finally:
@@ -97,7 +176,11 @@ def test_registry_accepts_new_methods_and_rejects_unknown_names():
 
 @pytest.mark.parametrize(
     "settings",
-    [MergeSettings(drop_rate=1.0), MergeSettings(density=0.0), MergeSettings(density=0.3, drop_rate=0.5)],
+    [
+        DensityParameters(drop_rate=1.0),
+        DensityParameters(density=0.0),
+        DensityParameters(density=0.3, drop_rate=0.5),
+    ],
 )
 def test_bad_settings_are_rejected(settings):
     with pytest.raises(EmtbenchError):
@@ -108,6 +191,7 @@ def _run(output):
     return json.loads((output / "emtbench_run.json").read_text())
 
 
+@pytest.mark.slow
 def test_dare_command(tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path):
     output = tmp_path / "dare"
     code = run_emtbench(
@@ -124,6 +208,7 @@ def test_dare_command(tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path):
     assert all(0.08 < share < 0.12 for share in large), large
 
 
+@pytest.mark.slow
 def test_graft_command_learns_a_mask_that_helps_the_target(
     tiny_llava_dir, tiny_finetuned_llava_dir, tmp_path
 ):

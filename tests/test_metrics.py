@@ -162,10 +162,10 @@ def test_group_and_delta_intervals():
     assert 0 < d_low < d_high  # a real drop on one dataset gives an interval above zero
 
 
-def test_read_sample_scores_from_a_real_lm_eval_run(tiny_eval_results: Path):
-    results = json.loads(next(tiny_eval_results.rglob("results_*.json")).read_text())
+def test_read_sample_scores_from_a_real_lm_eval_run(lm_eval_run: Path):
+    results = json.loads(next(lm_eval_run.rglob("results_*.json")).read_text())
     for task in ("emt_digits", "emt_fashion_mnist"):
-        [samples_file] = tiny_eval_results.rglob(f"samples_{task}_*.jsonl")
+        [samples_file] = lm_eval_run.rglob(f"samples_{task}_*.jsonl")
         scores = read_sample_scores(samples_file)
         assert len(scores) == 6  # the fixture evaluates --limit 6
         assert 100 * scores.mean() == pytest.approx(100 * results["results"][task]["acc,none"])

@@ -136,6 +136,7 @@ def test_conversion_records_run_and_resize_strategy(converted):
     assert image_config["do_pad"] is True  # letterbox = pad to square with the mean colour
 
 
+@pytest.mark.slow
 def test_converted_run_evaluates_with_hf_multimodal(converted, tmp_path):
     from conftest import read_results
 
@@ -253,6 +254,7 @@ def test_pickle_with_objects_is_refused(tmp_path):
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.slow
 def test_emtbench_prismatic_model_explains_how_to_install(tmp_path, capsys, monkeypatch):
     import sys
 

@@ -71,10 +71,13 @@ def test_builtins_are_imported_on_first_lookup_only(tmp_path, monkeypatch):
 def test_the_built_in_registries_use_it():
     from emtbench.datasets.emt import DATASETS
     from emtbench.judges.base import JUDGES
-    from emtbench.methods.fusion.merge import MERGE_METHODS
+    from emtbench.methods.finetune import FINETUNE_METHODS
+    from emtbench.methods.fusion.base import MERGE_METHODS
     from emtbench.models.parts import ARCHITECTURE_PARTS
 
-    for registry in (DATASETS, JUDGES, MERGE_METHODS, ARCHITECTURE_PARTS):
+    for registry in (DATASETS, JUDGES, MERGE_METHODS, ARCHITECTURE_PARTS, FINETUNE_METHODS):
         assert isinstance(registry, Registry)
     assert {"rule", "embedding", "llm", "local_llm", "cascade"} <= set(JUDGES)
     assert {"mnist", "cifar10", "cifar100", "miniimagenet", "fashion_mnist", "digits"} == set(DATASETS)
+    assert set(FINETUNE_METHODS) == {"linear", "full", "lora", "soft", "msgm"}
+    assert {"task-arithmetic", "dare", "ties", "graft", "model-tailor"} <= set(MERGE_METHODS)

@@ -10,7 +10,7 @@ import platform
 from pathlib import Path
 
 import pytest
-from conftest import read_results, run_emtbench
+from conftest import read_results
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.tasks.linguistic import stdlib_probe
@@ -55,29 +55,26 @@ def test_a_module_without_source_is_a_clear_error(monkeypatch):
     assert stdlib_probe.module_docstring("heapq")  # the real module is untouched
 
 
-@pytest.fixture(scope="module")
-def shared_task_index():
-    """Both evals below index lm-eval's task files once (the demo's memo; results are unaffected)."""
-    from emtbench.demo.recipe import reuse_lm_eval_task_index
-
-    with reuse_lm_eval_task_index():
-        yield
-
-
 @pytest.mark.slow
 def test_llm_and_mllm_give_the_same_finite_perplexity(
-    shared_task_index, tiny_llava_dir: Path, tiny_extracted_llm_dir: Path, tmp_path: Path
+    tiny_llava_dir: Path, tiny_extracted_llm_dir: Path, tmp_path: Path
 ):
-    """`hf` on the extracted LM and `hf-multimodal` on the MLLM (text-only fallback) measure one thing."""
+    """`hf` on the extracted LM and `hf-multimodal` on the MLLM (text-only fallback) measure one thing.
+
+    Through :func:`emtbench.evaluate`, which indexes lm-eval's task files once for both runs."""
+    from emtbench.tasks.evaluation import EvaluateOptions, evaluate
+
     values = {}
     for model, path in (("hf", tiny_extracted_llm_dir), ("hf-multimodal", tiny_llava_dir)):
         out = tmp_path / model
-        code = run_emtbench(
-            "eval", "--model", model, "--model_args", f"pretrained={path}", "--device", "cpu",
-            "--tasks", "emt_stdlib_ppl", "--limit", "2", "--batch_size", "1",
-            "--output_path", str(out), "--log_samples",
+        result = evaluate(
+            EvaluateOptions.from_argv([
+                "--model", model, "--model_args", f"pretrained={path}", "--device", "cpu",
+                "--tasks", "emt_stdlib_ppl", "--limit", "2", "--batch_size", "1",
+                "--output_path", str(out), "--log_samples",
+            ])
         )  # fmt: skip
-        assert code == 0
+        assert result.results_file is not None and result.results_file.is_file()
         results = read_results(out)
         metrics = results["results"]["emt_stdlib_ppl"]
         assert results["n-samples"]["emt_stdlib_ppl"]["effective"] == 2

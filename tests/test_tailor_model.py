@@ -31,6 +31,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
     return AutoModelForImageTextToText.from_pretrained(model_dir).state_dict()
 
 
+@pytest.mark.slow
 def test_tailor_then_eval_lowers_target_loss(
     tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir, tmp_path
 ):
@@ -52,6 +53,7 @@ def test_tailor_then_eval_lowers_target_loss(
     assert "emt_digits" in read_results(tmp_path / "eval")["results"]
 
 
+@pytest.mark.slow
 def test_run_record_and_untouched_parts(tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir):
     run = json.loads((tailored_dir / "emtbench_run.json").read_text())
     assert run["method"] == "model-tailor"
@@ -76,11 +78,12 @@ def test_run_record_and_untouched_parts(tiny_llava_dir, tiny_finetuned_llava_dir
     assert "model.language_model.layers.1.input_layernorm.weight" in run["fine_tuned_but_left_pretrained"]
 
 
+@pytest.mark.slow
 def test_driver_calibrates_through_already_tailored_layers(tiny_llava_dir, tiny_finetuned_llava_dir):
     """Re-deriving the last layers' Hessians from the *final* model reproduces their fused weights."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from emtbench.methods.data import ConversationCollator, load_conversations
+    from emtbench.methods.finetune.data import ConversationCollator, load_conversations
     from emtbench.methods.fusion.driver import tailor_model
     from emtbench.methods.fusion.tailor import HessianAccumulator, TailorConfig, tailor_layer
 
@@ -118,6 +121,7 @@ def test_driver_calibrates_through_already_tailored_layers(tiny_llava_dir, tiny_
         )
 
 
+@pytest.mark.slow
 def test_multi_task_tailor_takes_the_mask_union(
     tiny_llava_dir, tiny_finetuned_llava_dir, tailored_dir, tmp_path
 ):
@@ -231,3 +235,37 @@ def test_instructblip_qformer_projector_and_llm_are_tailored(tmp_path):
     assert "language_projection" in names
     assert any(name.startswith("language_model.model.layers.") for name in names)
     assert all(report.status == "tailored" and 0.09 < report.changed_share <= 0.101 for report in reports)
+
+
+def test_tailor_reads_checkpoints_lazily_with_the_result_of_loading_them_whole(
+    tiny_llava_dir, tiny_finetuned_llava_dir
+):
+    """`emtbench tailor` holds only the model being tailored; reading tensors on demand changes nothing."""
+    from emtbench.methods.fusion.checkpoints import (
+        LazyCheckpoint,
+        calibration_batches,
+        load_model,
+        load_processor,
+        open_checkpoint,
+    )
+    from emtbench.methods.fusion.driver import tailor_model
+    from emtbench.methods.fusion.tailor import TailorConfig
+
+    model = load_model(str(tiny_llava_dir))
+    pretrained_state = open_checkpoint(str(tiny_llava_dir), model)  # as emtbench.merge/tailor read them
+    finetuned = [open_checkpoint(str(tiny_finetuned_llava_dir), model)]
+    assert isinstance(pretrained_state, LazyCheckpoint) and isinstance(finetuned[0], LazyCheckpoint)
+    batches = calibration_batches("emt:digits", load_processor(str(tiny_llava_dir)), samples=16, batch_size=8)
+    tailor_model(model, finetuned, [batches], TailorConfig(), progress=False)
+    eager = load_model(str(tiny_llava_dir))
+    tailor_model(
+        eager,
+        [load_model(str(tiny_finetuned_llava_dir)).state_dict()],
+        [batches],
+        TailorConfig(),
+        progress=False,
+    )
+    for name, tensor in eager.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    for name, tensor in load_model(str(tiny_llava_dir)).state_dict().items():
+        assert torch.equal(pretrained_state[name], tensor), name  # the reference is the file, not the model

@@ -118,7 +118,9 @@ def test_slim_vqav2_equals_the_reference_procedure(tmp_path: Path) -> None:
     write_vqav2(tmp_path, question_ids)
     data = load_vl_dataset("vqav2", slim=True, data_dir=str(tmp_path))
 
-    expected = list(question_ids)  # SPEC §5: annotation-file order, shuffled with Random(21), first 1024
+    expected = list(
+        question_ids
+    )  # docs/design.md §6: annotation-file order, shuffled with Random(21), first 1024
     random.Random(21).shuffle(expected)
     assert data["question_id"] == [str(q) for q in expected[:1024]]
     assert data[0]["answers"] == ["2"] * 4 + ["3"] * 6

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.cli.fusion",
     "emtbench.cli.finetune",
     "emtbench.cli.demo",
+    "emtbench.cli.vlm_eval",
 )
 
 DESCRIPTION = """\

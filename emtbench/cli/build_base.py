@@ -29,9 +29,9 @@ Example:
 
 
 def register(subparsers) -> None:
+    from emtbench.core.options import add_options
     from emtbench.methods.build_base import AlignmentOptions
 
-    defaults = AlignmentOptions()
     parser = subparsers.add_parser(
         "build-base",
         help="build the offline flagship MLLM (EfficientNet-Lite0 + SmolLM2-135M) and align its projector",
@@ -41,54 +41,15 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--output", type=Path, default=None, help="copy the model here (default: only the cache)"
     )
-    parser.add_argument(
-        "--images-per-dataset",
-        type=int,
-        default=defaults.images_per_dataset,
-        help="training images drawn from each offline dataset (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--steps", type=int, default=defaults.steps, help="alignment steps (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--class-token-steps",
-        type=int,
-        default=defaults.class_token_steps,
-        help="steps of stage 1, the per-class answer vectors (default: %(default)s)",
-    )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default: %(default)s")
-    parser.add_argument(
-        "--learning-rate", type=float, default=defaults.learning_rate, help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--image-grid",
-        type=int,
-        default=defaults.image_grid,
-        help="the 7x7 feature map is pooled to GRID x GRID image tokens (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="default: %(default)s")
+    add_options(parser, AlignmentOptions)
     parser.add_argument("--overwrite", action="store_true", help="rebuild even if cached; replace --output")
     parser.set_defaults(handler=run)  # fmt: skip
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from emtbench.core.errors import EmtbenchError
+    from emtbench.core.options import from_namespace
     from emtbench.methods.build_base import AlignmentOptions, build_base
 
-    for name in ("images_per_dataset", "steps", "class_token_steps", "batch_size", "image_grid"):
-        if getattr(args, name) < (0 if name in ("steps", "class_token_steps") else 1):
-            raise EmtbenchError(
-                f"must be positive, got {getattr(args, name)}", where=f"--{name.replace('_', '-')}"
-            )
-    options = AlignmentOptions(
-        images_per_dataset=args.images_per_dataset,
-        steps=args.steps,
-        class_token_steps=args.class_token_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        image_grid=args.image_grid,
-        seed=args.seed,
-    )
-    folder = build_base(args.output, options, overwrite=args.overwrite)
-    print(f"flagship base model: {folder}")
+    result = build_base(from_namespace(AlignmentOptions, args), output=args.output, overwrite=args.overwrite)
+    print(f"flagship base model: {result.folder}")
     return 0

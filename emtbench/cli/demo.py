@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-
-from emtbench.core.errors import EmtbenchError
 
 HELP = """\
 Run the EMT forgetting experiment end to end on the offline flagship MLLM (no network, no GPU), as a
@@ -40,7 +37,7 @@ Examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from emtbench.demo.recipe import DemoOptions
+    from emtbench.demo.options import DemoOptions
 
     defaults = DemoOptions(out=Path("."))
     parser = subparsers.add_parser(
@@ -135,23 +132,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def options_from_args(args: argparse.Namespace):
-    from emtbench.demo.recipe import DemoOptions
+    from emtbench.demo.options import DemoOptions
 
-    values = {
-        "limit": args.limit,
-        "language_docs": args.language_docs,
-        "train_steps": args.train_steps,
-        "train_examples": args.train_examples,
-        "train_batch_size": args.train_batch_size,
-        "calib_samples": args.calib_samples,
-        "eval_batch_size": args.eval_batch_size,
-        "max_gen_toks": args.max_gen_toks,
-    }
-    for name, value in values.items():
-        if value < 1:
-            raise EmtbenchError(f"must be at least 1, got {value}", where=f"--{name.replace('_', '-')}")
-    if values["language_docs"] > 20:
-        raise EmtbenchError("emt_stdlib_ppl has 20 documents", where="--language-docs", fix="pass 1 to 20")
     device = args.device
     if device is None:
         import torch
@@ -164,55 +146,19 @@ def options_from_args(args: argparse.Namespace):
         tailor_layers=args.tailor_layers,
         device=device,
         seed=args.seed,
-        **values,
+        limit=args.limit,
+        language_docs=args.language_docs,
+        train_steps=args.train_steps,
+        train_examples=args.train_examples,
+        train_batch_size=args.train_batch_size,
+        calib_samples=args.calib_samples,
+        eval_batch_size=args.eval_batch_size,
+        max_gen_toks=args.max_gen_toks,
     )
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    from emtbench.demo.recipe import check_requirements
+    from emtbench.demo.runner import run_demo
 
-    options = options_from_args(args)
-    check_requirements(options)
-    print(run_demo(options))
+    print(run_demo(options_from_args(args)).text)
     return 0
-
-
-def run_demo(options) -> str:
-    """Run (or resume) every stage, build the summary and return the text to print."""
-    from emtbench.demo.recipe import (
-        _model_identity,
-        plan,
-        resolve_base_model,
-        reuse_lm_eval_task_index,
-        run_stages,
-    )
-    from emtbench.demo.report import collect_runs, render_table, render_timings, write_report
-
-    start = time.perf_counter()
-    options.out.mkdir(parents=True, exist_ok=True)
-    print(f"emtbench demo: {'quick' if options.quick else 'full'} run into {options.out}", flush=True)
-    base_path, source, base_seconds = resolve_base_model(options)
-    print(f"base model: {base_path} ({source}, {base_seconds:.0f} s)", flush=True)
-    stages = plan(options, base_path)
-    with reuse_lm_eval_task_index():
-        outcomes = run_stages(options, stages, _model_identity(base_path))
-    site = options.out / "leaderboard" / "site"
-    runs = collect_runs(options, outcomes, site)
-    table = render_table(options, runs)
-    base = {"path": str(base_path), "source": source, "seconds": round(base_seconds, 1)}
-    wall = time.perf_counter() - start
-    report = write_report(options, outcomes, base, runs, table, wall, site)
-    ran = [outcome for outcome in outcomes if outcome.status == "ran"]
-    return "\n".join(
-        [
-            "",
-            table,
-            "",
-            "stage timings:",
-            render_timings(outcomes, base),
-            f"this run: {wall:.0f} s ({len(ran)} stage(s) run, {len(outcomes) - len(ran)} skipped)",
-            "",
-            f"leaderboard page: {site / 'index.html'}  (emtbench leaderboard serve {site})",
-            f"report:           {report}",
-        ]
-    )

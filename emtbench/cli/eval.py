@@ -6,13 +6,13 @@ import argparse
 
 from emtbench.tasks import TASKS_DIR
 
-EVAL_HELP = f"""\
+EVAL_HELP = """\
 usage: emtbench eval [lm_eval arguments]
 
 Runs lm-evaluation-harness with the EMT tasks added to --include_path (any path you pass is kept)
 and emtbench's lm-eval models registered. Every other argument goes to lm_eval unchanged.
 
-EMT tasks: emt_mnist emt_cifar10 emt_cifar100 emt_miniimagenet emt_fashion_mnist emt_digits
+EMT tasks: {emt_tasks}
 groups:    emt (the paper's four), emt_offline (digits + Fashion-MNIST, no Hub needed)
 language:  emt_linguistic = emt_linguistic_nlu (arc_easy arc_challenge winogrande wsc273)
            + emt_linguistic_nlg (lambada_openai); works with --model hf-multimodal and hf;
@@ -22,25 +22,37 @@ VL:        emt_vl = emt_vqav2_slim emt_gqa_slim emt_textvqa_slim emt_refcoco_sli
            annotation files + images (see emtbench/tasks/vl/README.md), else the Hub
 
 Select data with --metadata (JSON):
-  data_dir   local copy: image folder with one sub-folder per class, or parquet/arrow files
-  split      dataset split (default: test)
-  fraction   evaluate a fixed random share of the split (the paper: 0.2 of train)
-  seed       seed of that share (default 0)
-  source     auto (Hub, else offline copy) | hub | offline
-  judge      rule (default) | embedding | llm | local_llm | cascade (local_llm with the default SmolLM2-135M is a weak judge)
-             (judge options such as judge_model: see `emtbench judge-agreement --help`)
-             acc is accuracy over the answers the judge could judge; judge_coverage beside it is
-             the share it could (an unreachable judge lowers coverage, never acc)
+{data_options}
+  judge      the judge of the answers (default rule), with its options:
+{judges}
+  (acc is accuracy over the answers the judge could judge; judge_coverage beside it is the share it
+  could: an unreachable judge lowers coverage, never acc)
 
 Example:
   emtbench eval --model hf-multimodal --model_args pretrained=llava-hf/llava-1.5-7b-hf \\
       --tasks emt_cifar10 --apply_chat_template --batch_size 8 --output_path results/ \\
-      --metadata '{{"split": "train", "fraction": 0.2, "seed": 0}}'
+      --metadata '{"split": "train", "fraction": 0.2, "seed": 0}'
 
-Plain lm_eval works too: lm_eval --include_path {TASKS_DIR} --tasks emt_cifar10 ...
+Plain lm_eval works too: lm_eval --include_path {tasks_dir} --tasks emt_cifar10 ...
 
 lm_eval's own options follow.
 """
+
+
+def eval_help() -> str:
+    """EVAL_HELP with the EMT tasks, the data options and the judges filled in from their registries."""
+    from emtbench.core.options import cli_fields
+    from emtbench.datasets.emt import DATASETS
+    from emtbench.datasets.loading import DataOptions
+    from emtbench.judges.base import judges_help
+
+    data = "\n".join(f"  {f.name:<10} {f.metadata['help']}" for f in cli_fields(DataOptions))
+    return (
+        EVAL_HELP.replace("{emt_tasks}", " ".join(d.task for d in DATASETS.values()))
+        .replace("{data_options}", data)
+        .replace("{judges}", judges_help(indent="    "))
+        .replace("{tasks_dir}", str(TASKS_DIR))
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,15 +70,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dir_parser.set_defaults(handler=lambda args, extra: print(TASKS_DIR))
 
 
-def _requested_tasks(argv: list[str]) -> list[str]:
-    for index, arg in enumerate(argv):
-        if arg == "--tasks" and index + 1 < len(argv):
-            return argv[index + 1].split(",")
-        if arg.startswith("--tasks="):
-            return arg.split("=", 1)[1].split(",")
-    return []
-
-
 def check_local_model(argv: list[str]) -> None:
     """A ``pretrained=`` folder given in ``--model_args`` has a readable config.json (checked strictly)."""
     from emtbench.models.checked import check_config_file
@@ -82,16 +85,12 @@ def check_local_model(argv: list[str]) -> None:
 
 
 def run_eval(args: argparse.Namespace, argv: list[str]) -> int:
-    from emtbench.tasks.evaluation import check_limit, run_lm_eval
-    from emtbench.tasks.runtime import check_metadata_keys, cli_metadata
+    from emtbench.tasks.evaluation import check_eval_argv, run_lm_eval
 
     if not argv or argv[0] in ("-h", "--help"):
-        print(EVAL_HELP)
+        print(eval_help())
         argv = ["run", "--help"]
     else:
-        check_limit(argv)
         check_local_model(argv)
-        metadata = cli_metadata(argv)  # a named error for bad --metadata, before a model is loaded
-        if any(task.startswith("emt") for task in _requested_tasks(argv)):
-            check_metadata_keys(metadata)
+        check_eval_argv(argv)  # --limit, malformed --metadata, EMT metadata keys: before a model loads
     return run_lm_eval(argv)

@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import tempfile
 from pathlib import Path
-
-from emtbench.core.errors import EmtbenchError
-from emtbench.core.paths import check_writable_dir
-
-OUTPUT_FILES = ("index.html", "leaderboard.json", "leaderboard.csv")
 
 BUILD_HELP = """\
 Build a static leaderboard from lm-eval results: SITE_DIR/index.html (one self-contained page,
@@ -33,9 +25,6 @@ The MANIFEST (YAML) lists the runs to compare; paths are relative to the manifes
       params_changed: 0.12                   # or run_record: ckpt/emtbench_run.json
       accuracy_matrix: ckpt/matrix.json      # continual runs: heatmap, BWT, forgetting
       url: https://huggingface.co/you/llava-lora-mnist
-
-Cells whose judge could judge fewer than min_judge_coverage (manifest, default 0.95) of the answers
-are flagged on the page; a task the judge could judge none of is a problem.
 
 Every problem (missing or malformed results, a task missing from a run, an unknown base, two runs
 with one name) is listed with its file and field; nothing is written unless --allow-partial.
@@ -88,79 +77,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(handler=run_serve)
 
 
-def write_site(out_dir: Path, contents: dict[str, str]) -> None:
-    """Write every file to a temporary name first, then rename: a failure leaves no half-written site."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for name, text in contents.items():
-            with tempfile.NamedTemporaryFile(
-                "w", encoding="utf-8", newline="", dir=out_dir, prefix=f".{name}.", delete=False
-            ) as handle:
-                staged.append((Path(handle.name), out_dir / name))
-                handle.write(text)
-        for temporary, final in staged:
-            os.chmod(temporary, 0o644)  # a site is meant to be read by a web server
-            os.replace(temporary, final)
-    finally:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
-
-
 def run_build(args: argparse.Namespace, extra: list[str]) -> int:
-    from emtbench.leaderboard.build import build_leaderboard
-    from emtbench.leaderboard.render import render_csv, render_html, render_json
+    from emtbench.leaderboard.site import OUTPUT_FILES, build_leaderboard
 
-    check_writable_dir(args.out, flag="--out")  # a file or an unwritable folder: refuse before reading runs
-    leaderboard = build_leaderboard(args.manifest, progress=not args.quiet)
-    if leaderboard.problems:
-        listing = "\n".join(f"  - {problem}" for problem in leaderboard.problems)
-        if not args.allow_partial:
-            raise EmtbenchError(
-                f"{len(leaderboard.problems)} problem(s); nothing was written:\n{listing}",
-                where=str(args.manifest),
-                fix="fix the entries above, or pass --allow-partial to build without those parts",
-            )
-        print(
-            f"emtbench leaderboard: skipped {len(leaderboard.problems)} part(s):\n{listing}", file=sys.stderr
-        )
-    if not leaderboard.rows:
-        raise EmtbenchError("no run could be loaded; nothing was written", where=str(args.manifest))
-    write_site(
-        args.out,
-        {
-            "index.html": render_html(leaderboard),
-            "leaderboard.json": render_json(leaderboard),
-            "leaderboard.csv": render_csv(leaderboard),
-        },
+    site = build_leaderboard(
+        args.manifest, args.out, allow_partial=args.allow_partial, progress=not args.quiet
     )
-    print(
-        f"wrote {len(leaderboard.rows)} runs × {len(leaderboard.tasks)} tasks to {args.out}/ ({', '.join(OUTPUT_FILES)})"
-    )
+    print(f"wrote {site.runs} runs × {site.tasks} tasks to {args.out}/ ({', '.join(OUTPUT_FILES)})")
     return 0
 
 
-def make_server(site_dir: Path, host: str = "127.0.0.1", port: int = 8000):
-    """An HTTP server for a built site folder (port 0 picks a free port); the caller runs it."""
-    import functools
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    if not (site_dir / "index.html").is_file():
-        raise EmtbenchError(
-            f"{site_dir} holds no index.html",
-            where="SITE_DIR",
-            fix="build it first: emtbench leaderboard build MANIFEST --out SITE_DIR",
-        )
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site_dir))
-    try:
-        return ThreadingHTTPServer((host, port), handler)
-    except OSError as error:
-        raise EmtbenchError(
-            f"cannot listen on {host}:{port} ({error.strerror})", fix="pick another --port"
-        ) from None
-
-
 def run_serve(args: argparse.Namespace, extra: list[str]) -> int:
+    from emtbench.leaderboard.site import make_server
+
     server = make_server(args.site_dir, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"serving {args.site_dir} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)

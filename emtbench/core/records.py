@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -86,3 +87,12 @@ def write_model_dir(
         if card is not None:
             (staging / CARD_FILE).write_text(card(record))
     return output_dir
+
+
+@dataclass
+class WrittenModel:
+    """A model folder a method wrote: where it is, its run record, and the Hub URL if it was pushed."""
+
+    output: Path
+    record: dict[str, Any]
+    hub_url: str | None = None

@@ -1,13 +1,15 @@
-"""The EMT classification datasets: where they live, their labels and their prompts (SPEC §1).
+"""The EMT classification datasets: where they live, their labels and their prompts (EMT §4, App. C.1; docs/design.md §2).
 
 A :class:`EMTDataset` is the single source of truth for a task; the lm-eval YAML files only name
-the dataset, so prompts, label lists and loaders can never drift apart.
+the dataset, so prompts, label lists and loaders can never drift apart. A new dataset is one entry
+in :data:`DATASETS` plus one task YAML (``tasks/emt/emt_<name>.yaml``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from typing import Literal
@@ -49,7 +51,7 @@ def _miniimagenet_table() -> list[dict]:
 
 
 def spoken(label: str) -> str:
-    """A label as it appears in prompts: underscores rendered as spaces (SPEC §1)."""
+    """A label as it appears in prompts: underscores rendered as spaces (EMT App. C.1)."""
     return label.replace("_", " ")
 
 
@@ -67,6 +69,10 @@ class EMTDataset:
     """Name of a loader in :mod:`emtbench.datasets.offline` that needs no Hub, if there is one."""
     prompt_order: Literal["label", "alphabetical"] = "label"
     label_source: str = ""
+    label_names: Callable[[], tuple[str, ...]] = field(default=lambda: (), compare=False, repr=False)
+    """The raw label names in label-index order (a function, so large tables load on first use)."""
+    label_wnids: Callable[[], tuple[str, ...]] | None = field(default=None, compare=False, repr=False)
+    """WordNet ids per label, for ImageNet-derived sets."""
 
     @property
     def task(self) -> str:
@@ -75,14 +81,12 @@ class EMTDataset:
     @cached_property
     def labels(self) -> tuple[str, ...]:
         """Raw label names (``aquarium_fish``), index i = dataset label i."""
-        return _LABELS[self.name]()
+        return tuple(self.label_names())
 
     @cached_property
     def wnids(self) -> tuple[str, ...] | None:
         """WordNet ids per label for ImageNet-derived sets, so ``n01532829`` folders are understood."""
-        if self.name != "miniimagenet":
-            return None
-        return tuple(c["wnid"] for c in _miniimagenet_table())
+        return None if self.label_wnids is None else tuple(self.label_wnids())
 
     @cached_property
     def prompt(self) -> str:
@@ -99,31 +103,28 @@ class EMTDataset:
         return template.format(label=spoken(self.labels[label_index]))
 
 
-_LABELS = {
-    "mnist": lambda: DIGIT_LABELS,
-    "digits": lambda: DIGIT_LABELS,
-    "cifar10": lambda: CIFAR10_LABELS,
-    "cifar100": lambda: CIFAR100_LABELS,
-    "fashion_mnist": lambda: FASHION_MNIST_LABELS,
-    "miniimagenet": lambda: tuple(c["name"] for c in _miniimagenet_table()),
-}
-
 DATASETS: Registry[EMTDataset] = Registry("EMT dataset")
 """Every EMT dataset by name (``cifar10``); :func:`get_dataset` also takes ``emt_cifar10`` and ``emt:cifar10``."""
 for _dataset in (
-        EMTDataset("mnist", "ylecun/mnist", "image", "label", "number"),
-        EMTDataset("cifar10", "uoft-cs/cifar10", "img", "label", "object"),
-        EMTDataset("cifar100", "uoft-cs/cifar100", "img", "fine_label", "object"),
-        # The paper lists miniImageNet labels "African hunting dog, ..., yawl": Python's sorted() order.
-        EMTDataset(
-            "miniimagenet", "timm/mini-imagenet", "image", "label", "object",
-            prompt_order="alphabetical",
-        ),
-        EMTDataset(
-            "fashion_mnist", "zalando-datasets/fashion_mnist", "image", "label", "object",
-            offline_source="fashion_mnist_debian",
-        ),
-        EMTDataset("digits", None, "image", "label", "number", offline_source="sklearn_digits"),
+    EMTDataset("mnist", "ylecun/mnist", "image", "label", "number", label_names=lambda: DIGIT_LABELS),
+    EMTDataset("cifar10", "uoft-cs/cifar10", "img", "label", "object", label_names=lambda: CIFAR10_LABELS),
+    EMTDataset(
+        "cifar100", "uoft-cs/cifar100", "img", "fine_label", "object", label_names=lambda: CIFAR100_LABELS
+    ),
+    # The paper lists miniImageNet labels "African hunting dog, ..., yawl": Python's sorted() order.
+    EMTDataset(
+        "miniimagenet", "timm/mini-imagenet", "image", "label", "object", prompt_order="alphabetical",
+        label_names=lambda: tuple(c["name"] for c in _miniimagenet_table()),
+        label_wnids=lambda: tuple(c["wnid"] for c in _miniimagenet_table()),
+    ),
+    EMTDataset(
+        "fashion_mnist", "zalando-datasets/fashion_mnist", "image", "label", "object",
+        offline_source="fashion_mnist_debian", label_names=lambda: FASHION_MNIST_LABELS,
+    ),
+    EMTDataset(
+        "digits", None, "image", "label", "number", offline_source="sklearn_digits",
+        label_names=lambda: DIGIT_LABELS,
+    ),
 ):  # fmt: skip
     DATASETS.add(_dataset.name, _dataset)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from emtbench.core.cache import user_cache_dir
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.fsutil import staged_directory
+from emtbench.core.options import option
 from emtbench.datasets.emt import EMTDataset
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,15 @@ SOURCES = ("auto", "hub", "offline")
 class DataOptions:
     """Which images a task evaluates on: the ``--metadata`` keys that select data."""
 
-    data_dir: str | None = None
-    split: str | None = None
-    fraction: float | None = None
-    seed: int = 0
-    source: str = "auto"
+    data_dir: str | None = option(
+        None, help="local copy: image folder with one sub-folder per class, or parquet/arrow files"
+    )
+    split: str | None = option(None, help="dataset split (default: test)")
+    fraction: float | None = option(
+        None, help="evaluate a fixed random share of the split (the paper: 0.2 of train)"
+    )
+    seed: int = option(0, help="seed of that share (default 0)")
+    source: str = option("auto", help="auto (Hub, else offline copy) | hub | offline")
 
     KEYS = ("data_dir", "split", "fraction", "seed", "source")
 
@@ -80,17 +85,20 @@ class DataOptions:
 
 def load_emt_dataset(dataset: EMTDataset, options: DataOptions):
     """The evaluation images of one task, as the options select them."""
-    split = options.split or dataset.default_split
-    if options.data_dir:
-        data = load_local(dataset, Path(options.data_dir).expanduser(), split)
-    elif options.source == "offline" or (options.source == "auto" and _prefer_offline(dataset)):
-        data = load_offline(dataset, split)
-    else:
-        data = load_hub(dataset, split, allow_fallback=options.source == "auto")
-    data = subset(data, options.fraction, options.seed)
+    data = subset(load_emt_split(dataset, options), options.fraction, options.seed)
     if options.data_dir:  # files from elsewhere: every image of the evaluated subset is checked up front
         check_images(data, options.data_dir)
     return data.add_column("emt_task", [dataset.task] * len(data))
+
+
+def load_emt_split(dataset: EMTDataset, options: DataOptions):
+    """The whole split the options name (before :func:`subset`), from wherever the options say."""
+    split = options.split or dataset.default_split
+    if options.data_dir:
+        return load_local(dataset, Path(options.data_dir).expanduser(), split)
+    if options.source == "offline" or (options.source == "auto" and _prefer_offline(dataset)):
+        return load_offline(dataset, split)
+    return load_hub(dataset, split, allow_fallback=options.source == "auto")
 
 
 def subset(data, fraction: float | None, seed: int):

@@ -13,25 +13,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from emtbench.demo.recipe import (
+from emtbench.demo.options import (
     EMT_TASKS,
     LANGUAGE_TASK,
     REPORT_FILE,
     TABLE_FILE,
     TARGET_DATASET,
     DemoOptions,
-    StageOutcome,
     options_record,
-    run_names,
 )
+from emtbench.demo.plan import StageOutcome, run_names
 
 DEFINITIONS = """\
 acc       % correct on the first {limit} held-out test images of each task (rule judge; * = fine-tuning target)
 ppl       word perplexity of the LM on the first {docs} stdlib module docstrings ({task}, Python {python});
           Δppl = ppl(run) − ppl(base): positive = language forgetting
-ΔEMT      ω(base) − ω(run), ω = harmonic mean of the EMT accuracies (SPEC §2): positive = forgetting
+ΔEMT      ω(base) − ω(run), ω = harmonic mean of the EMT accuracies (CL-LLaVA App. B.4): positive = forgetting
 H         2·A_o·A_t/(A_o + A_t): A_t = mean accuracy on the target task ({target}), A_o = on the other
-          (original) EMT task(s) ({original}) (Model Tailor H-score, SPEC §2); perplexity is not in it
+          (original) EMT task(s) ({original}) (Model Tailor H-score, App. D.2); perplexity is not in it
 changed   share of all parameter values that differ from the base model (from the run record)"""
 
 

@@ -7,6 +7,7 @@ Answers a judge could not judge (``judge_error``) are left out of that judge's p
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -198,3 +199,89 @@ def format_report(runs: Sequence[JudgeRun], pairs: Sequence[PairAgreement], tota
             f"{name:<26}{pair.compared:>9}{pair.agreement:>11.3f}{pair.kappa:>8.3f}{len(pair.disagreeing):>10}"
         )
     return "\n".join(lines)
+
+
+@dataclass
+class AgreementReport:
+    """Per-judge runs, pairwise agreement, and the answers the judges disagree on (written to ``disagreements``)."""
+
+    runs: list[JudgeRun]
+    pairs: list[PairAgreement]
+    samples: int
+    disagreements: list[dict[str, Any]]
+    disagreements_file: Path
+
+    def text(self) -> str:
+        """The table ``emtbench judge-agreement`` prints."""
+        return format_report(self.runs, self.pairs, self.samples)
+
+
+def judge_agreement(
+    samples: Sequence[str | Path],
+    judges: Sequence[str] = ("rule", "embedding"),
+    *,
+    metadata: dict[str, Any] | None = None,
+    disagreements: str | Path = "judge_disagreements.jsonl",
+    progress: bool = True,
+) -> AgreementReport:
+    """Re-judge lm-eval ``--log_samples`` answers with several judges and compare them.
+
+    Example::
+
+        from emtbench.judges.agreement import judge_agreement
+        report = judge_agreement(["results/samples_emt_cifar10.jsonl"], ["rule", "embedding"])
+        print(report.text())
+    """
+    from itertools import combinations
+
+    from tqdm.auto import tqdm
+
+    from emtbench.judges.base import judge_option_keys
+
+    names = list(judges)
+    metadata = dict(metadata or {})
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise EmtbenchError(
+            f"need at least two different judges, got {','.join(names)!r}",
+            where="--judges",
+            fix="e.g. --judges rule,embedding,llm",
+        )
+    unknown = sorted(set(metadata) - judge_option_keys())
+    if unknown:
+        raise EmtbenchError(
+            f"unknown judge option(s) {', '.join(map(repr, unknown))}",
+            where="--metadata",
+            fix=f"judges accept: {', '.join(sorted(judge_option_keys() - {'judge'}))}",
+        )
+    from emtbench.core.paths import check_writable_file
+
+    check_writable_file(disagreements, flag="--disagreements")  # before paying for any judge call
+    loaded = load_samples(samples)
+    built = build_judges(names, metadata)  # fails on bad options before any judging starts
+    items = [sample.item for sample in loaded]
+    runs = [
+        run_judge(name, built[name], items)
+        for name in tqdm(names, desc="judges", unit="judge", disable=not progress)
+    ]
+    pairs = [compare(a, b) for a, b in combinations(runs, 2)]
+    records = disagreement_records(loaded, runs)
+    path = Path(disagreements)
+    write_jsonl_atomically(path, records)
+    return AgreementReport(runs, pairs, len(loaded), records, path)
+
+
+def write_jsonl_atomically(path: Path, records: list[dict]) -> None:
+    """Write to a temporary file beside ``path`` and rename, so a failure leaves no partial file."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -2,11 +2,14 @@
 
 Judges are registered by name (like lm-eval's metrics) and built from the run's ``--metadata``, so a
 new judge is one module in this package with a class under ``@register_judge``; tasks never import a
-concrete judge.
+concrete judge. A judge declares its ``--metadata`` options as a dataclass (``options_class``, fields
+made with :func:`emtbench.core.options.option`): the keys it accepts and the judges' part of
+``emtbench eval --help`` come from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
@@ -89,10 +92,20 @@ class Judge(ABC):
     """Judges a batch at a time so remote judges can run requests concurrently."""
 
     name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    """One line for the help texts."""
+    options_class: ClassVar[type | None] = None
+    """Dataclass of this judge's ``--metadata`` options (their help included)."""
     option_keys: ClassVar[tuple[str, ...]] = ()
-    """``--metadata`` keys this judge accepts; their types come from ``__init__``'s annotations."""
+    """``--metadata`` keys this judge accepts (the fields of :attr:`options_class` unless set); their
+    types come from ``__init__``'s annotations (:func:`checked_options`)."""
     option_minimums: ClassVar[dict[str, float]] = {}
     """Smallest value each numeric option accepts (inclusive)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("options_class") is not None and "option_keys" not in cls.__dict__:
+            cls.option_keys = tuple(f.name for f in dataclasses.fields(cls.options_class))
 
     @property
     def identity(self) -> str:
@@ -113,10 +126,26 @@ JUDGES: Registry[type[Judge]] = Registry("judge", builtins="emtbench.judges", wh
 def register_judge(name: str, *, summary: str = "") -> Callable[[type[Judge]], type[Judge]]:
     def wrap(cls: type[Judge]) -> type[Judge]:
         cls.name = name
-        JUDGES.add(name, cls, summary=summary)
+        if summary:
+            cls.summary = summary
+        JUDGES.add(name, cls, summary=cls.summary)
         return cls
 
     return wrap
+
+
+def judges_help(indent: str = "  ") -> str:
+    """Every judge with its summary and ``--metadata`` options (default and help), for the commands' help."""
+    from emtbench.core.options import cli_fields
+
+    lines = []
+    for cls in JUDGES.values():
+        lines.append(f"{indent}{cls.name:<10} {cls.summary}")
+        for field in cli_fields(cls.options_class) if cls.options_class else ():
+            default = field.default if field.default is not dataclasses.MISSING else None
+            shown = "" if default in (None, "") else f" (default {default})"
+            lines.append(f"{indent}  {field.name}{shown}: {field.metadata['help']}")
+    return "\n".join(lines)
 
 
 def judge_option_keys() -> set[str]:

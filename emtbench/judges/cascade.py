@@ -9,9 +9,11 @@ hedges, partial names such as ``dog`` for ``African_hunting_dog`` — goes to th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.options import option
 from emtbench.judges.base import JUDGES, Judge, JudgeItem, Judgement, checked_options, register_judge
 from emtbench.judges.llm import LocalLLMJudge, OpenAIJudge
 from emtbench.judges.rule import find_labels, rule_judgement, tokens
@@ -27,8 +29,17 @@ def is_clear_case(item: JudgeItem) -> bool:
     return clear and len(found) <= 1
 
 
+@dataclass(frozen=True)
+class CascadeOptions:
+    judge_fallback: str = option(
+        "llm", help=f"{' | '.join(FALLBACKS)}: the judge of the unclear cases, with its options as above"
+    )
+
+
 @register_judge("cascade")
 class CascadeJudge(Judge):
+    summary = "the rule judge for clear cases, an LLM judge for the rest"
+    options_class = CascadeOptions
     option_keys = tuple(
         dict.fromkeys(("judge_fallback", *OpenAIJudge.option_keys, *LocalLLMJudge.option_keys))
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.options import option
 from emtbench.datasets.emt import spoken
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
 from emtbench.judges.rule import tokens
@@ -22,7 +24,7 @@ BACKENDS = ("auto", "sentence-transformers", "clip")
 
 
 def minilm_path() -> Path | None:
-    """The offline all-MiniLM-L6-v2 folder of SPEC §7, when its package is installed."""
+    """The offline all-MiniLM-L6-v2 folder (docs/design.md §8), when its package is installed."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(folder) / "model"
@@ -31,11 +33,21 @@ def minilm_path() -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    judge_embedding_model: str | None = option(
+        None, help="sentence-transformers folder or CLIP model (default: the offline all-MiniLM-L6-v2)"
+    )
+    judge_embedding_backend: str = option("auto", help=f"{' | '.join(BACKENDS)}")
+    judge_batch_size: int = option(64, help="answers embedded per batch")
+
+
 @register_judge("embedding")
 class EmbeddingJudge(Judge):
     """Nearest label phrase by L2 distance; cheap, needs no API, but never says "none of them"."""
 
-    option_keys = ("judge_embedding_model", "judge_embedding_backend", "judge_batch_size")
+    summary = "nearest label phrase by embedding distance (EMT §7); never says none of them"
+    options_class = EmbeddingOptions
     option_minimums: ClassVar[dict[str, float]] = {"judge_batch_size": 1}
 
     def __init__(

@@ -1,4 +1,4 @@
-"""LLM judges: the EMT paper's yes/no question (SPEC §1) to an OpenAI-compatible API or a local LM.
+"""LLM judges: the EMT paper's yes/no question (EMT §7) to an OpenAI-compatible API or a local LM.
 
 ``llm`` talks to any OpenAI-compatible endpoint with the paper's prompt and sampling parameters,
 concurrently and with retries; a request that still fails after ``judge_max_attempts`` becomes a
@@ -29,6 +29,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.options import option
 from emtbench.core.readers import parse_json
 from emtbench.core.secrets import redact_text, redact_url, reveal_url
 from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
@@ -48,7 +50,7 @@ JUDGE_PROMPT = (
     'Please only answer the question in yes or no. Is the "Prediction" correctly predicting the right '
     '"Label"? Label: {label}; Prediction: {outputs}.'
 )
-"""The EMT paper's judge prompt (SPEC §1); the label goes in raw (``aquarium_fish``)."""
+"""The EMT paper's judge prompt (EMT §7); the label goes in raw (``aquarium_fish``)."""
 PAPER_SAMPLING: dict[str, float | int] = {
     "temperature": 0.2,
     "max_tokens": 64,
@@ -104,10 +106,37 @@ def verdict_from_reply(item: JudgeItem, reply: str | None) -> Judgement:
     return Judgement(rule.verdict, rule.matched)
 
 
+@dataclass(frozen=True)
+class YesNoOptions:
+    judge_cache: str | None = option(
+        None, help='verdict cache file, or "none" (default: one per judge in the emtbench cache folder)'
+    )
+
+
+@dataclass(frozen=True)
+class OpenAIOptions(YesNoOptions):
+    judge_model: str = option(PAPER_MODEL, help="model name at the endpoint")
+    judge_base_url: str | None = option(None, help="OpenAI-compatible endpoint (default: OpenAI's)")
+    judge_api_key_env: str = option("OPENAI_API_KEY", help="environment variable holding the API key")
+    judge_concurrency: int = option(8, help="requests in flight at once")
+    judge_max_attempts: int = option(5, help="tries per answer before it counts as a judge error")
+    judge_timeout: float = option(60.0, help="seconds per request")
+    judge_backoff: float = option(1.0, help="first retry delay in seconds (doubles each retry)")
+
+
+@dataclass(frozen=True)
+class LocalLLMOptions(YesNoOptions):
+    judge_model: str | None = option(
+        None, help="local causal LM folder or .gguf (default: the offline SmolLM2-135M, a weak judge)"
+    )
+    judge_batch_size: int = option(16, help="answers per generate call")
+    judge_max_new_tokens: int = option(8, help="tokens generated per verdict")
+
+
 class YesNoJudge(Judge):
     """Shared machinery of the LLM judges: empty answers, the verdict cache, and call counting."""
 
-    option_keys = ("judge_cache",)
+    options_class = YesNoOptions
 
     def __init__(self, judge_cache: str | None = None):
         self.cache = VerdictCache.from_option(judge_cache)
@@ -235,16 +264,8 @@ class OpenAIJudge(YesNoJudge):
     404), which no retry can fix, stops the run, before any answer is lost.
     """
 
-    option_keys = (
-        *YesNoJudge.option_keys,
-        "judge_model",
-        "judge_base_url",
-        "judge_api_key_env",
-        "judge_concurrency",
-        "judge_max_attempts",
-        "judge_timeout",
-        "judge_backoff",
-    )
+    summary = "the EMT paper's yes/no question to an OpenAI-compatible API (EMT §7)"
+    options_class = OpenAIOptions
     option_minimums: ClassVar[dict[str, float]] = {
         "judge_concurrency": 1,
         "judge_max_attempts": 1,
@@ -374,7 +395,7 @@ class OpenAIJudge(YesNoJudge):
 
 
 def smollm2_path() -> Path | None:
-    """The offline SmolLM2-135M-Instruct GGUF of SPEC §7, when its package is installed."""
+    """The offline SmolLM2-135M-Instruct GGUF (docs/design.md §8), when its package is installed."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     for folder in (spec.submodule_search_locations or []) if spec else []:
         candidate = Path(folder) / SMOLLM2_FILE
@@ -392,7 +413,8 @@ class LocalLLMJudge(YesNoJudge):
     dequantise-once cache, so only the first run pays for parsing the GGUF.
     """
 
-    option_keys = (*YesNoJudge.option_keys, "judge_model", "judge_batch_size", "judge_max_new_tokens")
+    summary = "the same question to a local transformers LM (SmolLM2-135M by default: a weak judge)"
+    options_class = LocalLLMOptions
     option_minimums: ClassVar[dict[str, float]] = {"judge_batch_size": 1, "judge_max_new_tokens": 1}
 
     def __init__(

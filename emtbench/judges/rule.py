@@ -167,5 +167,7 @@ def rule_judgement(item: JudgeItem) -> Judgement:
 class RuleJudge(Judge):
     """Deterministic and free: label-name matching after normalisation."""
 
+    summary = "label-name matching after normalisation (the default; deterministic, free)"
+
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgement]:
         return [rule_judgement(item) for item in items]

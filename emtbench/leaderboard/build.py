@@ -344,7 +344,7 @@ def order_tasks(groups: dict[str, list[str]], rows: list[Row], wanted: list[str]
     return ordered + sorted(seen - set(ordered))
 
 
-def build_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Leaderboard:
+def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Leaderboard:
     """Load and score every run of a manifest; problems are collected, not raised."""
     manifest_path = Path(manifest_path)
     manifest = load_manifest(manifest_path)

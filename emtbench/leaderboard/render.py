@@ -15,6 +15,8 @@ import json
 import math
 from collections.abc import Iterable
 from html import escape
+from importlib.resources import files
+from string import Template
 from typing import Any
 
 from emtbench.core.version import __version__
@@ -126,93 +128,16 @@ def render_csv(lb: Leaderboard) -> str:
 
 # ---------------------------------------------------------------- HTML
 
-STYLE = """
-:root{--fg:#1b1f24;--muted:#5b6570;--line:#d8dde3;--head:#f3f5f8;--accent:#2458b3;--bad:#c0392b;--good:#1f7a4d}
-*{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0;padding:24px 32px;background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
-p.lead,.muted{color:var(--muted)}
-.controls{display:flex;gap:12px;align-items:center;margin:14px 0;flex-wrap:wrap}
-.controls input,.controls select{font:inherit;padding:5px 8px;border:1px solid var(--line);border-radius:6px}
-.controls input{width:260px}
-.wrap{overflow:auto;max-height:75vh;border:1px solid var(--line);border-radius:8px}
-table{border-collapse:separate;border-spacing:0;font-variant-numeric:tabular-nums;white-space:nowrap}
-th,td{padding:5px 9px;border-bottom:1px solid var(--line);text-align:right}
-th{position:sticky;top:0;background:var(--head);cursor:pointer;user-select:none;font-weight:600;z-index:1}
-th:hover{background:#e6ebf2}
-th[aria-sort=ascending]::after{content:" \\25B2";font-size:10px}
-th[aria-sort=descending]::after{content:" \\25BC";font-size:10px}
-th.text,td.text{text-align:left}
-th.group-start,td.group-start{border-left:1px solid var(--line)}
-tbody tr:nth-child(even){background:#fafbfc}
-tbody tr:hover{background:#eef3fb}
-td .ci{color:var(--muted);font-size:11px;margin-left:3px}
-td.pos{color:var(--bad)}td.neg{color:var(--good)}
-a{color:var(--accent)}
-.charts{display:flex;flex-wrap:wrap;gap:14px}
-figure{margin:0;border:1px solid var(--line);border-radius:8px;padding:8px;background:#fff}
-figcaption{font-size:12px;font-weight:600;margin-bottom:4px;max-width:420px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
-svg text{font:10px system-ui,sans-serif;fill:#333}
-.problems{border:1px solid #e5c07b;background:#fff8e6;border-radius:8px;padding:8px 14px;margin:12px 0}
-.problems li{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap}
-.flags{border:1px solid #e5a0a0;background:#fff1f1;border-radius:8px;padding:8px 14px;margin:12px 0}
-.flags li{font-size:12px}
-td.low-coverage{background:#fde2e2}td.low-coverage::after{content:" \\26A0";color:var(--bad)}
-footer{margin-top:32px;color:var(--muted);font-size:12px}
-"""
 
-SCRIPT = """
-(function () {
-  "use strict";
-  var table = document.getElementById("board");
-  var body = table.tBodies[0];
-  var rows = Array.prototype.slice.call(body.rows);
-  var heads = table.tHead.rows[0].cells;
-  var search = document.getElementById("filter");
-  var method = document.getElementById("method");
-  var count = document.getElementById("count");
-  var sorted = -1, ascending = true;
-  function key(row, column) {
-    var cell = row.cells[column];
-    if (cell.hasAttribute("data-v")) {
-      var raw = cell.getAttribute("data-v");
-      return raw === "" ? null : parseFloat(raw);
-    }
-    return cell.textContent.toLowerCase();
-  }
-  function sortBy(column) {
-    ascending = sorted === column ? !ascending : heads[column].getAttribute("data-first") !== "desc";
-    sorted = column;
-    var sign = ascending ? 1 : -1;
-    rows.sort(function (a, b) {
-      var x = key(a, column), y = key(b, column);
-      if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
-      return x < y ? -sign : (x > y ? sign : 0);
-    });
-    var fragment = document.createDocumentFragment();
-    rows.forEach(function (row) { fragment.appendChild(row); });
-    body.appendChild(fragment);
-    for (var i = 0; i < heads.length; i++) { heads[i].removeAttribute("aria-sort"); }
-    heads[column].setAttribute("aria-sort", ascending ? "ascending" : "descending");
-  }
-  for (var i = 0; i < heads.length; i++) {
-    heads[i].addEventListener("click", sortBy.bind(null, i));
-  }
-  function applyFilter() {
-    var query = search.value.trim().toLowerCase(), wanted = method.value, shown = 0;
-    rows.forEach(function (row) {
-      var visible = row.getAttribute("data-search").indexOf(query) !== -1 &&
-        (wanted === "" || row.getAttribute("data-method") === wanted);
-      row.hidden = !visible;
-      if (visible) { shown++; }
-    });
-    count.textContent = shown + " of " + rows.length + " runs";
-  }
-  search.addEventListener("input", applyFilter);
-  method.addEventListener("change", applyFilter);
-  applyFilter();
-})();
-"""
+def _static(name: str) -> str:
+    """A file of ``leaderboard/static/`` (package data: the page's stylesheet, script and template)."""
+    return files("emtbench.leaderboard").joinpath("static", name).read_text(encoding="utf-8")
+
+
+STYLE = _static("style.css")
+SCRIPT = _static("app.js")
+PAGE = Template(_static("page.html"))
+"""The page, with ``$name`` placeholders for what :func:`render_html` fills in."""
 
 
 def _fmt(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -542,40 +467,18 @@ def render_html(lb: Leaderboard) -> str:
     options = "".join(f'<option value="{escape(m)}">{escape(m)}</option>' for m in methods)
     groups = "; ".join(f"{escape(g)} = {escape(', '.join(d))}" for g, d in lb.groups.items())
     description = f'<p class="lead">{escape(lb.description)}</p>' if lb.description else ""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{policy}">
-<link rel="icon" href="data:,">
-<title>{escape(lb.title)}</title>
-<style>{STYLE}</style>
-</head>
-<body>
-<h1>{escape(lb.title)}</h1>
-{description}
-<p class="lead">Accuracy in % (95% bootstrap interval where per-sample logs were given). Δ per group = harmonic mean of
-the group's accuracies for the base minus that of the run: positive = forgetting, negative = backward transfer.
-H-score = harmonic mean of the original-task (A_o) and target-task (A_t) averages. Click a header to sort.</p>
-{_problems(lb)}
-{_flags(lb)}
-<div class="controls">
-<input id="filter" type="search" placeholder="Filter by model, method or base" aria-label="filter runs">
-<select id="method" aria-label="method"><option value="">all methods</option>{options}</select>
-<span id="count" class="muted"></span>
-</div>
-<div class="wrap">{_table(lb)}</div>
-<h2>Per-task forgetting</h2>
-<p class="muted">Accuracy of the base minus accuracy of the run, in points, on a shared scale.</p>
-{forgetting_charts(lb)}
-<h2>H-score vs. parameters changed</h2>
-{h_vs_params_chart(lb)}
-<h2>Continual runs: accuracy matrices</h2>
-{heatmaps(lb)}
-<footer>Task groups: {groups}. Built by emtbench {escape(__version__)}; the same numbers are in
-leaderboard.json and leaderboard.csv.</footer>
-<script>{SCRIPT}</script>
-</body>
-</html>
-"""
+    return PAGE.substitute(
+        policy=policy,
+        title=escape(lb.title),
+        style=STYLE,
+        description=description,
+        problems=_problems(lb) + _flags(lb),
+        options=options,
+        table=_table(lb),
+        forgetting=forgetting_charts(lb),
+        h_vs_params=h_vs_params_chart(lb),
+        heatmaps=heatmaps(lb),
+        groups=groups,
+        version=escape(__version__),
+        script=SCRIPT,
+    )

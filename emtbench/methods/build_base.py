@@ -41,6 +41,7 @@ from pathlib import Path
 from emtbench.core.cache import user_cache_dir
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.fsutil import staged_directory
+from emtbench.core.options import option
 
 ALIGNMENT_DATASETS = ("digits", "fashion_mnist")
 SHORT_QUESTIONS = {"number": "What is the number in the image?", "object": "What is the object in the image?"}
@@ -60,20 +61,29 @@ def torch_bfloat16():
 class AlignmentOptions:
     """What build-base trains on and how long; part of the cache key of the result."""
 
-    images_per_dataset: int = 1000
-    steps: int = 600
-    batch_size: int = 8
-    learning_rate: float = 2e-3
-    image_grid: int = 3
-    seed: int = 0
+    images_per_dataset: int = option(1000, help="training images drawn from each offline dataset")
+    steps: int = option(600, help="alignment steps")
+    batch_size: int = option(8, help="image-text pairs per alignment step")
+    learning_rate: float = option(2e-3, help="projector learning rate of the alignment stage")
+    image_grid: int = option(
+        3, help="the 7x7 feature map is pooled to GRID x GRID image tokens", metavar="GRID"
+    )
+    seed: int = option(0, help="seed of the image sample and the projector's initialisation")
     short_question_share: float = 0.25
-    class_token_steps: int = 40
+    class_token_steps: int = option(40, help="steps of stage 1, the per-class answer vectors")
     class_token_learning_rate: float = 3e-2
     bf16: bool = True
     """Run the frozen LM under bf16 autocast while training (the projector's weights stay fp32)."""
     save_bf16: bool = True
     """Save the LM and projector in bf16: half the size, and bf16 matmuls are this CPU's fast path (AMX).
     The vision tower stays fp32 (the model's ``_keep_in_fp32_modules_strict``; 3.4M parameters)."""
+
+    def __post_init__(self) -> None:
+        for name in ("images_per_dataset", "steps", "class_token_steps", "batch_size", "image_grid"):
+            if getattr(self, name) < (0 if name in ("steps", "class_token_steps") else 1):
+                raise EmtbenchError(
+                    f"must be positive, got {getattr(self, name)}", where=f"--{name.replace('_', '-')}"
+                )
 
     def key(self) -> str:
         fields = {**asdict(self), "recipe": RECIPE_VERSION}
@@ -441,16 +451,53 @@ def cached_base_folder(options: AlignmentOptions) -> Path:
     return user_cache_dir() / f"{BASE_NAME}-{options.key()}"
 
 
-def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: bool = False) -> Path:
-    """Build (or reuse from the cache) the aligned flagship and return its folder."""
+@dataclass
+class BuildBaseResult:
+    """The built flagship: where it is, whether this call built it, and its run record."""
+
+    folder: Path
+    """``output`` if one was given, else the cache folder."""
+    cached: Path
+    built: bool
+    """False when the cache already held it (a second call returns at once)."""
+
+    @property
+    def record(self) -> dict:
+        """``emtbench_run.json`` of the build: alignment options, probe accuracy, losses, build time."""
+        return json.loads((self.cached / "emtbench_run.json").read_text())
+
+
+def build_base(
+    options: AlignmentOptions | None = None,
+    /,
+    *,
+    output: str | Path | None = None,
+    overwrite: bool = False,
+    **values,
+) -> BuildBaseResult:
+    """Build (or reuse from the cache) the aligned offline flagship MLLM.
+
+    Example::
+
+        import emtbench
+        base = emtbench.build_base(output="models/flagship-base")   # minutes once, then cached
+        print(base.folder, base.record["probe_heldout_accuracy"])
+
+    ``values`` are :class:`AlignmentOptions` fields (``steps=600``, ``images_per_dataset=1000``, ...).
+    """
     import shutil
 
     from emtbench.core.records import write_model_dir
     from emtbench.hub.cards import model_card
     from emtbench.models.flagship.assemble import assemble_flagship
 
+    if options is None:
+        options = AlignmentOptions(**values)
+    elif values:
+        raise TypeError("give AlignmentOptions or its fields as keywords, not both")
     cached = cached_base_folder(options)
-    if not (cached / "config.json").is_file() or overwrite:
+    built = not (cached / "config.json").is_file() or overwrite
+    if built:
         import time
 
         started = time.perf_counter()
@@ -485,7 +532,7 @@ def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: boo
         }
         write_model_dir(cached, save, run, overwrite=True, card=model_card)
     if output is None:
-        return cached
+        return BuildBaseResult(cached, cached, built)
     output = Path(output).expanduser()
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise EmtbenchError(
@@ -493,4 +540,4 @@ def build_base(output: Path | None, options: AlignmentOptions, *, overwrite: boo
         )
     with staged_directory(output) as staging:
         shutil.copytree(cached, staging, dirs_exist_ok=True)
-    return output
+    return BuildBaseResult(output, cached, built)

@@ -10,17 +10,19 @@ through the same in-process lm-eval path as ``emtbench eval``. The result is ``a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shlex
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.options import option
 from emtbench.core.readers import read_json
-from emtbench.methods.finetune import TrainSettings, finetune
+from emtbench.methods.finetune import FinetuneOptions, TrainSettings, finetune
 
 MATRIX_FILE = "accuracy_matrix.json"
 CONTINUAL_RUN_FILE = "continual_run.json"
@@ -35,47 +37,76 @@ def stage_name(spec: str) -> str:
     return Path(spec).stem
 
 
-def evaluate(
-    model_dir: Path,
-    tasks: list[str],
-    output_path: Path,
-    *,
-    limit: int | None,
-    batch_size: int,
-    device: str,
-    extra_args: list[str],
+def _stage_argv(model_dir: Path, tasks: list[str], output_path: Path, options: ContinualOptions) -> list[str]:
+    try:
+        extra = shlex.split(options.eval_args)
+    except ValueError as error:
+        raise EmtbenchError(f"cannot split into arguments ({error})", where="--eval-args") from None
+    return [
+        "--model", "hf-multimodal",
+        "--model_args", f"pretrained={model_dir}",
+        "--tasks", ",".join(tasks),
+        "--device", options.device,
+        "--batch_size", str(options.eval_batch_size),
+        "--apply_chat_template",
+        "--output_path", str(output_path),
+        *(["--limit", str(options.eval_limit)] if options.eval_limit is not None else []),
+        *extra,
+    ]  # fmt: skip
+
+
+def check_stage_evaluation(options: ContinualOptions) -> None:
+    """The evaluation after each stage, checked before the first stage trains (else it fails after it)."""
+    from emtbench.tasks.evaluation import EvaluateOptions, check_eval_argv
+
+    if options.eval_limit is not None and options.eval_limit < 1:
+        raise EmtbenchError(
+            f"--eval-limit must be at least 1, got {options.eval_limit}", where="--eval-limit"
+        )
+    argv = _stage_argv(Path(options.model), list(options.eval_tasks), options.output / "eval", options)
+    check_eval_argv(argv, list(options.eval_tasks))
+    try:
+        EvaluateOptions.from_argv(argv)
+    except SystemExit:  # lm-eval's parser printed what it did not understand
+        raise EmtbenchError(
+            "lm-eval does not accept these arguments (see above)", where="--eval-args"
+        ) from None
+    except ValueError as error:
+        raise EmtbenchError(str(error), where="--eval-args") from None
+
+
+def evaluate_stage(
+    model_dir: Path, tasks: list[str], output_path: Path, options: ContinualOptions
 ) -> dict[str, float]:
-    """Accuracy (%) per task of one model folder, via ``emtbench eval``'s lm-eval path."""
-    from emtbench.tasks.evaluation import run_lm_eval
+    """Accuracy (%) per task of one model folder, through :func:`emtbench.evaluate` (``emtbench eval``'s path).
+
+    A stage evaluated by an interrupted earlier run is read back from its results file instead.
+    """
+    from emtbench.tasks.evaluation import EvaluateOptions, evaluate
 
     finished = _read_accuracies(output_path, tasks)
     if finished is not None:
         return finished
-    argv = [
-        "run",
-        "--model", "hf-multimodal",
-        "--model_args", f"pretrained={model_dir}",
-        "--tasks", ",".join(tasks),
-        "--device", device,
-        "--batch_size", str(batch_size),
-        "--apply_chat_template",
-        "--output_path", str(output_path),
-        *(["--limit", str(limit)] if limit else []),
-        *extra_args,
-    ]  # fmt: skip
-    run_lm_eval(argv)
-    found = _read_accuracies(output_path, tasks)
-    if found is None:
+    argv = _stage_argv(model_dir, tasks, output_path, options)
+    eval_options = EvaluateOptions.from_argv(argv)  # extra arguments override, as on lm-eval's command line
+    result = evaluate(eval_options)
+    missing = [task for task in tasks if "acc,none" not in result.results.get("results", {}).get(task, {})]
+    if missing:
         raise EmtbenchError(
-            f"lm-eval wrote no results for {', '.join(tasks)} under {output_path}",
+            f"lm-eval reported no accuracy for {', '.join(missing)} under {output_path}",
             where="--eval-tasks",
             fix="check the eval task names with `emtbench eval ls` and the lm-eval log above",
         )
-    return found
+    return {task: 100.0 * result.metric(task, "acc") for task in tasks}
 
 
 def _read_accuracies(output_path: Path, tasks: list[str]) -> dict[str, float] | None:
-    files = sorted(output_path.rglob("results_*.json"), key=os.path.getmtime) if output_path.is_dir() else []
+    """The accuracies in the results file an earlier run of this stage wrote (the latest by its timestamped name)."""
+    files = (
+        sorted(output_path.rglob("results_*.json"), key=lambda path: path.name)
+        if output_path.is_dir()
+        else []
+    )
     if not files:
         return None
     data = read_json(files[-1], what="results file")  # a run killed mid-write: a named error
@@ -119,43 +150,89 @@ def check_continual_output(output: Path, config: dict[str, Any], *, overwrite: b
         )
 
 
-def continual(
-    model_path: str,
-    sequence: list[str],
-    eval_tasks: list[str],
-    output: str | Path,
-    settings: TrainSettings,
-    *,
-    rehearsal_fraction: float = 0.0,
-    image_root: str | None = None,
-    limit: int | None = None,
-    eval_limit: int | None = None,
-    eval_batch_size: int = 8,
-    eval_base: bool = False,
-    device: str = "cpu",
-    eval_args: str = "",
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Train ``sequence`` in order, evaluate ``eval_tasks`` after every stage, write the matrix."""
+@dataclass
+class ContinualOptions:
+    """A task sequence to train in order, the tasks to evaluate after every stage, and where to write."""
+
+    model: str = option(help="base model: a Hugging Face folder or Hub id")
+    sequence: list[str] = option(comma_list=True, help="comma-separated data specs, trained in this order")
+    eval_tasks: list[str] = option(comma_list=True, help="comma-separated lm-eval tasks run after each stage")
+    output: Path = option(help="folder to write (refused if it holds a different run)")
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    rehearsal_fraction: float = option(
+        0.0, help="mix this share of every earlier task into each stage (paper: 0.01; default 0 = off)"
+    )
+    image_root: str | None = option(None, help="folder that a LLaVA JSON's image paths are relative to")
+    limit: int | None = option(None, help="use a seeded random subset of N training examples per task")
+    eval_limit: int | None = option(None, help="evaluate only the first N examples of each task")
+    eval_batch_size: int = option(8, help="evaluation batch size")
+    eval_base: bool = option(False, help="also evaluate the base model (key 'base')")
+    device: str | None = option(None, help="evaluation device (default: cuda if available, else cpu)")
+    eval_args: str = option(
+        "", help='extra lm-eval arguments, quoted, e.g. "--metadata \'{\\"split\\": \\"test\\"}\'"'
+    )
+    overwrite: bool = option(False, help="replace an existing output folder")
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        if isinstance(self.sequence, str):
+            self.sequence = [part.strip() for part in self.sequence.split(",") if part.strip()]
+        if isinstance(self.eval_tasks, str):
+            self.eval_tasks = [part.strip() for part in self.eval_tasks.split(",") if part.strip()]
+        if self.limit is not None and self.limit < 1:
+            raise EmtbenchError("--limit must be at least 1", where="--limit")
+        if self.device is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ContinualResult:
+    """The accuracy matrix of a continual run and where it is."""
+
+    output: Path
+    matrix: dict[str, Any]
+    """``tasks``, ``stages``, ``matrix`` (acc % per eval task, per stage), ``bwt``, ``forgetting``, ``stage_dirs``."""
+
+    @property
+    def matrix_file(self) -> Path:
+        return self.output / MATRIX_FILE
+
+
+def continual(options: ContinualOptions | None = None, /, **values: Any) -> ContinualResult:
+    """Train a task sequence stage by stage, evaluate after every stage, write ``accuracy_matrix.json``.
+
+    Example::
+
+        import emtbench
+        run = emtbench.continual(
+            model="llava-hf/llava-1.5-7b-hf", method="lora", sequence=["emt:mnist", "emt:cifar10"],
+            eval_tasks=["emt_mnist", "emt_cifar10"], output="out/continual-lora", rehearsal_fraction=0.01,
+        )
+        print(run.matrix["bwt"], run.matrix_file)
+
+    Rerunning the same call after an interruption continues where it stopped.
+    """
     from emtbench.metrics.forgetting import AccuracyMatrix
 
+    if options is None:
+        own = {f.name for f in dataclasses.fields(ContinualOptions)} - {"settings"}
+        settings = values.pop("settings", None) or TrainSettings.of(
+            **{k: values.pop(k) for k in list(values) if k not in own}
+        )
+        options = ContinualOptions(settings=settings, **values)
+    elif values:
+        raise TypeError("give a ContinualOptions or keyword arguments, not both")
+    settings = options.settings
+    sequence, eval_tasks, model_path = list(options.sequence), list(options.eval_tasks), options.model
     if not sequence:
         raise EmtbenchError(
             "the sequence names no tasks", where="--sequence", fix="e.g. emt:mnist,emt:cifar10"
         )
     if not eval_tasks:
         raise EmtbenchError("no tasks to evaluate", where="--eval-tasks", fix="e.g. emt_mnist,emt_cifar10")
-    if eval_limit is not None and eval_limit < 1:
-        raise EmtbenchError(f"--eval-limit must be at least 1, got {eval_limit}", where="--eval-limit")
-    try:
-        extra_eval_args = shlex.split(eval_args)
-    except ValueError as error:
-        raise EmtbenchError(f"cannot split into arguments ({error})", where="--eval-args") from None
-    from emtbench.tasks.evaluation import check_eval_arguments
-
-    check_eval_arguments(
-        extra_eval_args, eval_tasks
-    )  # bad --metadata or --limit: refused before stage 1 trains
+    check_stage_evaluation(options)  # bad --eval-limit / --eval-args: refused before stage 1 trains
     from accelerate import PartialState
 
     if PartialState().num_processes > 1:
@@ -172,57 +249,50 @@ def continual(
             where="--keep-adapter",
             fix="drop --keep-adapter",
         )
-    output = Path(output)
+    output = options.output
     names = [stage_name(spec) for spec in sequence]
     config = {
         "base_model": model_path,
         "sequence": sequence,
         "eval_tasks": eval_tasks,
-        "settings": asdict(settings),
-        "rehearsal_fraction": rehearsal_fraction,
-        "limit": limit,
-        "eval_limit": eval_limit,
-        "eval_args": eval_args,
+        "settings": settings.record(),
+        "rehearsal_fraction": options.rehearsal_fraction,
+        "limit": options.limit,
+        "eval_limit": options.eval_limit,
+        "eval_args": options.eval_args,
     }
-    check_continual_output(output, config, overwrite=overwrite)
-    if overwrite and output.exists():
+    check_continual_output(output, config, overwrite=options.overwrite)
+    if options.overwrite and output.exists():
         import shutil
 
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     _write_json_atomically(output / CONTINUAL_RUN_FILE, json.loads(json.dumps(config, default=str)))
-    evaluate_kwargs = {
-        "limit": eval_limit,
-        "batch_size": eval_batch_size,
-        "device": device,
-        "extra_args": extra_eval_args,
-    }
     base_row = None
-    if eval_base:
-        base_scores = evaluate(
-            Path(model_path), eval_tasks, output / "eval" / "stage0_base", **evaluate_kwargs
-        )
+    if options.eval_base:
+        base_scores = evaluate_stage(Path(model_path), eval_tasks, output / "eval" / "stage0_base", options)
         base_row = [base_scores[task] for task in eval_tasks]
     matrix: list[list[float]] = []
     previous = model_path
     for index, (spec, name) in enumerate(zip(sequence, names, strict=True)):
         label = f"stage{index + 1}_{name}"
         stage_dir = output / label
-        stage_settings = copy.deepcopy(settings)
         if not (stage_dir / "emtbench_run.json").is_file():
             finetune(
-                previous,
-                spec,
-                stage_dir,
-                stage_settings,
-                rehearsal_specs=sequence[:index] if rehearsal_fraction > 0 else (),
-                rehearsal_fraction=rehearsal_fraction or 0.01,
-                image_root=image_root,
-                limit=limit,
-                resume=True,
-                checkpoint_dir=output / "checkpoints" / label,
+                FinetuneOptions(
+                    model=previous,
+                    data=spec,
+                    output=stage_dir,
+                    settings=copy.deepcopy(settings),
+                    rehearsal_data=sequence[:index] if options.rehearsal_fraction > 0 else [],
+                    rehearsal_fraction=options.rehearsal_fraction or 0.01,
+                    image_root=options.image_root,
+                    limit=options.limit,
+                    resume=True,
+                    checkpoint_dir=output / "checkpoints" / label,
+                )
             )
-        scores = evaluate(stage_dir, eval_tasks, output / "eval" / label, **evaluate_kwargs)
+        scores = evaluate_stage(stage_dir, eval_tasks, output / "eval" / label, options)
         matrix.append([scores[task] for task in eval_tasks])
         previous = str(stage_dir)
     if (output / "checkpoints").is_dir() and not any((output / "checkpoints").iterdir()):
@@ -235,4 +305,4 @@ def continual(
         data["base"] = base_row
     data["stage_dirs"] = [f"stage{i + 1}_{name}" for i, name in enumerate(names)]
     _write_json_atomically(output / MATRIX_FILE, data)
-    return data
+    return ContinualResult(output, data)

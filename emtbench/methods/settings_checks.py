@@ -19,7 +19,7 @@ def _finite(value: Any) -> bool:
 
 
 def check_training_settings(settings: Any) -> None:
-    """Raise an EmtbenchError for the first setting of a ``TrainSettings`` that no run can use."""
+    """Raise an EmtbenchError for the first field of a ``TrainingOptions`` that no run can use."""
     checks = [
         ("learning_rate", "--lr", lambda v: _finite(v) and v > 0, "a positive number, e.g. 2e-5"),
         (
@@ -36,8 +36,6 @@ def check_training_settings(settings: Any) -> None:
             lambda v: isinstance(v, int) and v >= 1,
             "a number of steps ≥ 1",
         ),
-        ("lora_alpha", "--lora-alpha", lambda v: _finite(v) and v > 0, "a positive number, e.g. 8"),
-        ("lora_dropout", "--lora-dropout", lambda v: _finite(v) and 0 <= v < 1, "a probability in [0, 1)"),
     ]
     for name, flag, valid, wanted in checks:
         value = getattr(settings, name)

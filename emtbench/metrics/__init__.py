@@ -1,4 +1,4 @@
-"""Forgetting metrics (SPEC §2): pure functions on accuracies in %, plus bootstrap intervals."""
+"""Forgetting metrics (docs/design.md §3): pure functions on accuracies in %, plus bootstrap intervals."""
 
 from emtbench.metrics.bootstrap import (
     bootstrap_ci,

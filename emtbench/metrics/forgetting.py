@@ -1,4 +1,4 @@
-"""The forgetting numbers the papers report, as small pure functions (SPEC §2).
+"""The forgetting numbers the papers report, as small pure functions (docs/design.md §3).
 
 All accuracies are percentages (0–100). Functions take plain mappings/sequences so they can be checked
 against the papers' printed tables and reused by the leaderboard without any I/O.

@@ -1,7 +1,7 @@
 """``emtbench-clip``: zero-shot CLIP as an lm-eval model, the vision-encoder baseline of the EMT paper.
 
 It answers each EMT request with the label whose text embedding is most similar (cosine) to the
-image's, using the paper's templates (SPEC §1): ``a photo of the number: "{digit}".`` for digit sets,
+image's, using the paper's templates (EMT §3.2): ``a photo of the number: "{digit}".`` for digit sets,
 ``a photo of a {object}.`` otherwise. Its accuracy therefore comes out of the same data, split,
 subset, judge and results format as an MLLM's.
 

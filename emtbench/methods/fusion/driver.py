@@ -5,7 +5,7 @@ then every decoder layer of the language model) is processed in forward order: i
 captured by running the real model (so the attention mask and position ids are the model's own),
 each linear layer's calibration Hessian is collected with a forward hook while the real block runs,
 the fused weight is written back, and the block is run once more to produce the next block's
-inputs. Later layers therefore always see the already-tailored earlier ones, as in SPEC §4.
+inputs. Later layers therefore always see the already-tailored earlier ones, as in Model Tailor §4.2.
 
 Linear layers that share one input (q/k/v, gate/up) are calibrated in one pass; a layer that reads
 another's output (o_proj after v_proj) gets its own pass after that one has been tailored.

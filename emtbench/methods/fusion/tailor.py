@@ -1,4 +1,4 @@
-"""Model Tailor on one linear layer, on plain tensors (Zhu et al. 2024, SPEC §4).
+"""Model Tailor on one linear layer, on plain tensors (Zhu et al. 2024, §4).
 
 A layer ``W`` (rows = outputs, columns = inputs) is fused from its pre-trained and fine-tuned values:
 a sparse *patch* of fine-tuned weights is kept (mask ``M``), everything else is reverted to
@@ -28,58 +28,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.methods.fusion.methods.model_tailor import SCORE_MODES, ScoreMode, TailorConfig
 
-ScoreMode = Literal["paper", "released"]
-SCORE_MODES: tuple[str, ...] = ("paper", "released")
 OBS_SIGN = -1
 """Sign of the OBS compensation update (see the module docstring); +1 reproduces the released code."""
-
-
-@dataclass(frozen=True)
-class TailorConfig:
-    """The knobs of Model Tailor; defaults follow the released code (10% patch, ω = 0.8)."""
-
-    patch: float = 0.1
-    """Share of each block's weights kept fine-tuned (1 − ρ in the paper's notation)."""
-    omega: float = 0.8
-    """Weight of salience against sensitivity in the fused score."""
-    blocksize: int = 128
-    damp: float = 0.01
-    """Damping added to H's diagonal, as a share of its mean diagonal."""
-    score: ScoreMode = "released"
-    """``paper``: min-max normalisation; ``released``: per-row z-score inside the block."""
-
-    def check(self) -> None:
-        """Reject settings that would make the result meaningless, before any work is done."""
-        if not 0.0 <= self.patch <= 1.0:
-            raise EmtbenchError(
-                f"patch must be in [0, 1], got {self.patch}",
-                where="--patch",
-                fix="the share of fine-tuned weights kept per block, e.g. --patch 0.1 (the paper's 10%)",
-            )
-        if not 0.0 <= self.omega <= 1.0:
-            raise EmtbenchError(
-                f"omega must be in [0, 1], got {self.omega}",
-                where="--omega",
-                fix="weight of salience vs. sensitivity, e.g. --omega 0.8",
-            )
-        if self.blocksize < 1:
-            raise EmtbenchError(f"blocksize must be positive, got {self.blocksize}", where="--blocksize")
-        if not self.damp > 0.0:
-            raise EmtbenchError(
-                f"damp must be positive, got {self.damp}",
-                where="--damp",
-                fix="e.g. --damp 0.01 (1% of the mean Hessian diagonal)",
-            )
-        if self.score not in SCORE_MODES:
-            raise EmtbenchError(
-                f"score must be one of {', '.join(SCORE_MODES)}, got {self.score!r}", where="--score"
-            )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The offline flagship MLLM: EfficientNet-Lite0 + LLaVA-1.5 projector + SmolLM2-135M-Instruct (SPEC §7).
+"""The offline flagship MLLM: EfficientNet-Lite0 + LLaVA-1.5 projector + SmolLM2-135M-Instruct (docs/design.md §8).
 
 Importing this package registers the flagship with transformers' Auto classes (:mod:`.auto`), so
 checkpoints load by path (``AutoModelForImageTextToText.from_pretrained(dir)``, lm-eval's

@@ -1,4 +1,4 @@
-"""Put the flagship together from real offline weights (SPEC §7); tiny random ones: :mod:`emtbench.testing`."""
+"""Put the flagship together from real offline weights (docs/design.md §8); tiny random ones: :mod:`emtbench.testing`."""
 
 from __future__ import annotations
 

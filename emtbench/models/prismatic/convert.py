@@ -7,7 +7,7 @@ layer patch features -> projector -> LLM, with the image features placed right a
 Writing it as ``LlavaForConditionalGeneration`` lets every emtbench command (``hf-multimodal``
 evaluation, fine-tuning, fusion) run on it with no Prismatic code.
 
-Facts taken from the Prismatic source (SPEC §6 and the repository):
+Facts taken from the Prismatic source (docs/design.md §7 and the repository):
 
 - ``config.json`` -> ``model`` holds ``model_id``, ``vision_backbone_id``, ``llm_backbone_id``,
   ``arch_specifier``, ``image_resize_strategy`` (``resize-naive`` | ``resize-crop`` | ``letterbox``)
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -66,46 +67,6 @@ class LLMBackboneSpec:
     pad_token: str
 
 
-VISION_BACKBONES: dict[str, VisionBackboneSpec] = {
-    "clip-vit-b": VisionBackboneSpec("openai/clip-vit-base-patch16", "clip", 224),
-    "clip-vit-l": VisionBackboneSpec("openai/clip-vit-large-patch14", "clip", 224),
-    "clip-vit-l-336px": VisionBackboneSpec("openai/clip-vit-large-patch14-336", "clip", 336),
-    "siglip-vit-b16-224px": VisionBackboneSpec("google/siglip-base-patch16-224", "siglip", 224),
-    "siglip-vit-b16-256px": VisionBackboneSpec("google/siglip-base-patch16-256", "siglip", 256),
-    "siglip-vit-b16-384px": VisionBackboneSpec("google/siglip-base-patch16-384", "siglip", 384),
-    "siglip-vit-so400m": VisionBackboneSpec("google/siglip-so400m-patch14-224", "siglip", 224),
-    "siglip-vit-so400m-384px": VisionBackboneSpec("google/siglip-so400m-patch14-384", "siglip", 384),
-}
-
-LLM_BACKBONES: dict[str, LLMBackboneSpec] = {
-    "llama2-7b-pure": LLMBackboneSpec("meta-llama/Llama-2-7b-hf", "pure", "<PAD>"),
-    "llama2-13b-pure": LLMBackboneSpec("meta-llama/Llama-2-13b-hf", "pure", "<PAD>"),
-    "llama2-7b-chat": LLMBackboneSpec("meta-llama/Llama-2-7b-chat-hf", "llama2-chat", "<PAD>"),
-    "llama2-13b-chat": LLMBackboneSpec("meta-llama/Llama-2-13b-chat-hf", "llama2-chat", "<PAD>"),
-    "vicuna-v15-7b": LLMBackboneSpec("lmsys/vicuna-7b-v1.5", "vicuna", "<PAD>"),
-    "vicuna-v15-13b": LLMBackboneSpec("lmsys/vicuna-13b-v1.5", "vicuna", "<PAD>"),
-    "mistral-v0.1-7b-pure": LLMBackboneSpec("mistralai/Mistral-7B-v0.1", "pure", "<PAD>"),
-    "mistral-v0.1-7b-instruct": LLMBackboneSpec(
-        "mistralai/Mistral-7B-Instruct-v0.1", "mistral-instruct", "<PAD>"
-    ),
-    "phi-2-3b": LLMBackboneSpec("microsoft/phi-2", "phi", "<|pad|>"),
-    "pythia-160m": LLMBackboneSpec("EleutherAI/pythia-160m-deduped", "pythia", "<|pad|>"),
-    "pythia-410m": LLMBackboneSpec("EleutherAI/pythia-410m-deduped", "pythia", "<|pad|>"),
-    "pythia-1b": LLMBackboneSpec("EleutherAI/pythia-1b-deduped", "pythia", "<|pad|>"),
-    "pythia-1p4b": LLMBackboneSpec("EleutherAI/pythia-1.4b-deduped", "pythia", "<|pad|>"),
-}
-
-VICUNA_SYSTEM_PROMPT = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-LLAMA2_CHAT_SYSTEM_PROMPT = (
-    "You are a helpful language and vision assistant. "
-    "You are able to understand the visual content that the user provides, "
-    "and assist the user with a variety of tasks using natural language."
-)
-
-
 @dataclass(frozen=True)
 class PromptFormat:
     """One Prismatic prompt builder: text around the first and later user turns and each answer."""
@@ -115,22 +76,24 @@ class PromptFormat:
     assistant: str  # "{msg}" is replaced by the answer; "{eos}" by the EOS token
 
 
+def _tables() -> dict:
+    """The backbone and prompt-format tables (package data: ``backbones.yaml``)."""
+    import yaml
+
+    return yaml.safe_load(
+        files("emtbench.models.prismatic").joinpath("backbones.yaml").read_text(encoding="utf-8")
+    )
+
+
+_TABLES = _tables()
+VISION_BACKBONES: dict[str, VisionBackboneSpec] = {
+    name: VisionBackboneSpec(*row) for name, row in _TABLES["vision_backbones"].items()
+}
+LLM_BACKBONES: dict[str, LLMBackboneSpec] = {
+    name: LLMBackboneSpec(*row) for name, row in _TABLES["llm_backbones"].items()
+}
 PROMPT_FORMATS: dict[str, PromptFormat] = {
-    "pure": PromptFormat("In: {msg}\nOut: ", "In: {msg}\nOut: ", "{msg}{eos}"),
-    "vicuna": PromptFormat(
-        VICUNA_SYSTEM_PROMPT + " USER: {msg} ASSISTANT: ", "USER: {msg} ASSISTANT: ", "{msg}{eos}"
-    ),
-    # Prismatic's Llama-2 system block really opens with "<<SYS>\n" (one ">"); kept as trained.
-    "llama2-chat": PromptFormat(
-        "[INST] <<SYS>\n" + LLAMA2_CHAT_SYSTEM_PROMPT + "\n<</SYS>>\n\n{msg} [/INST] ",
-        "<s>[INST] {msg} [/INST] ",
-        "{msg}{eos}",
-    ),
-    "mistral-instruct": PromptFormat("[INST] {msg} [/INST] ", "[INST] {msg} [/INST] ", "{msg}{eos}"),
-    "phi": PromptFormat("Input: {msg}\nOutput: ", "Input: {msg}\nOutput: ", "{msg}\n{eos}"),
-    "pythia": PromptFormat(
-        VICUNA_SYSTEM_PROMPT + " USER: {msg} ASSISTANT: ", "USER: {msg} ASSISTANT: ", "{msg}{eos}"
-    ),
+    name: PromptFormat(*row) for name, row in _TABLES["prompt_formats"].items()
 }
 
 

@@ -1,4 +1,4 @@
-"""Reference scoring of the vision-language suite (SPEC §5), as TRI-ML vlm-evaluation scores it.
+"""Reference scoring of the vision-language suite (docs/design.md §6), as TRI-ML vlm-evaluation scores it.
 
 VQAv2 and TextVQA use the official VQA soft accuracy and answer normalisation; GQA uses exact match
 after stripping punctuation and lower-casing; RefCOCO* counts a box as correct at IoU ≥ 0.5, and an

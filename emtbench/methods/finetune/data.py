@@ -9,7 +9,7 @@ Public contract (other methods rely on it):
 
   - ``emt:<name>`` (``emt:cifar10``, ``emt:digits``, ...): the EMT dataset's ``split`` loaded through
     :func:`emtbench.datasets.loading.load_emt_dataset` (Hub, local or offline copy, whichever is available),
-    turned into the paper's fine-tuning format (SPEC §1): question ``What is the object in the image?``
+    turned into the paper's fine-tuning format (EMT App. D.1): question ``What is the object in the image?``
     (``What is the number in the image?`` for digit sets) with the image, answer
     ``The object is a(n) {label}.`` / ``The number is {d}.`` (:meth:`EMTDataset.answer`).
   - a path to a LLaVA-format JSON (or JSON-lines) file: a list of
@@ -41,7 +41,7 @@ QUESTIONS = {
     "number": "What is the number in the image?",
     "object": "What is the object in the image?",
 }
-"""Fine-tuning questions of the EMT paper (SPEC §1): the prompt without the label list."""
+"""Fine-tuning questions of the EMT paper (App. D.1): the prompt without the label list."""
 
 
 def conversation_features():

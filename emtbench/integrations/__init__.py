@@ -1,0 +1,1 @@
+"""Bridges from emtbench to other evaluation harnesses (the top layer: may import everything below cli)."""

@@ -1,0 +1,83 @@
+"""The final save of a training run and the trained model rebuilt from it, on any distributed setup."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emtbench.core.errors import EmtbenchError
+from emtbench.methods.finetune.prepare import changed_counts
+
+if TYPE_CHECKING:
+    from emtbench.methods.finetune.options import TrainSettings
+    from emtbench.methods.finetune.trainer import TrainResult
+
+FINAL_DIR = "final"
+"""Folder inside the checkpoint folder where ``Trainer.save_model`` writes the gathered final weights."""
+
+
+def save_trained(trainer, directory: Path) -> None:
+    """Write the final weights with ``trainer.save_model``; every process must call this.
+
+    The Trainer knows how to gather each setup's weights: plain ``save_pretrained`` on one process,
+    ``accelerator.get_state_dict`` (a full state dict on the main process) under FSDP, and the
+    consolidated 16-bit state dict under DeepSpeed ZeRO-3 (only the trainable adapter and projector
+    for peft models). A peft model is saved as its adapter; merging happens later, on CPU, in
+    :func:`load_trained`. Only the main process writes files.
+    """
+    accelerator = trainer.accelerator
+    if accelerator.is_main_process and directory.exists():
+        shutil.rmtree(directory)  # a leftover from an interrupted run must not mix with this save
+    accelerator.wait_for_everyone()
+    if trainer.is_fsdp_enabled:
+        # save_model writes nothing for a sharded state-dict type; the final save is always gathered.
+        accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(directory))
+    accelerator.wait_for_everyone()
+
+
+def load_trained(directory: Path, model_path: str, settings: TrainSettings) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained model on CPU from what :func:`save_trained` wrote; count changed values.
+
+    LoRA merging needs whole weights, which FSDP and ZeRO-3 never hold on one process; the saved
+    adapter applied to the base model loaded on CPU is exactly the trained model, on any setup.
+    Host memory: the base model (reference for the changed count) plus the result (plus a merged copy
+    with ``keep_adapter``).
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    lora = settings.method_object.saves_adapter
+    found = (directory / "adapter_config.json").is_file() if lora else (directory / "config.json").is_file()
+    weights = any(directory.glob("*.safetensors")) or any(directory.glob("*.bin"))
+    if not (found and weights):
+        raise EmtbenchError(
+            f"the Trainer saved no consolidated weights in {directory}",
+            where="final save",
+            fix="under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true in the accelerate config "
+            "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON); see docs/training.md",
+        )
+    reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    if lora:
+        from peft import PeftModel
+
+        base = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+        adapter = PeftModel.from_pretrained(base, str(directory))
+        if settings.keep_adapter:
+            result, merged = adapter, copy.deepcopy(adapter).merge_and_unload()
+        else:
+            result = merged = adapter.merge_and_unload()
+    else:
+        result = merged = AutoModelForImageTextToText.from_pretrained(str(directory), dtype=torch.float32)
+    changed, total = changed_counts(merged, reference)
+    del reference, merged
+    result.eval()
+    return result, {"total": total, "changed": changed, "changed_fraction": changed / total if total else 0.0}
+
+
+def save_result(result: TrainResult, staging: Path) -> None:
+    """The ``write_model_dir`` save step: safetensors model (or peft adapter) plus processor."""
+    result.model.save_pretrained(staging)
+    result.processor.save_pretrained(staging)
