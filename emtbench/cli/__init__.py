@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.cli.finetune",
     "emtbench.cli.demo",
     "emtbench.cli.vlm_eval",
+    "emtbench.cli.card",
+    "emtbench.cli.push",
 )
 
 DESCRIPTION = """\
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from emtbench.hub.cards import record_invocation
+
+    record_invocation(argv)  # the exact command, for the model card of what it writes
     try:
         return int(args.handler(args, extra) or 0)
     except EmtbenchError as error:

@@ -69,3 +69,8 @@ class EmtFlagshipConfig(PretrainedConfig):
     @property
     def image_seq_length(self) -> int:
         return self.image_grid * self.image_grid
+
+
+# ``save_pretrained`` writes ``auto_map`` and copies this file (and its relative imports) into the
+# checkpoint, so ``AutoConfig.from_pretrained(dir, trust_remote_code=True)`` works without emtbench.
+EmtFlagshipConfig.register_for_auto_class("AutoConfig")

@@ -290,3 +290,9 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
             image_hidden_states=outputs.get("image_hidden_states"),
             **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
+
+
+# Hub remote code: ``save_pretrained`` adds these to ``config.json``'s ``auto_map`` and copies this file
+# with its relative imports (configuration_emt_flagship, efficientnet_lite) into the checkpoint.
+EmtFlagshipForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+EmtFlagshipModel.register_for_auto_class("AutoModel")

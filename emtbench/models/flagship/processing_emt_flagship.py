@@ -42,3 +42,7 @@ class EmtFlagshipProcessor(ProcessorMixin):
 
     def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
         return self.image_token * self.image_seq_length
+
+
+# Hub remote code: ``save_pretrained`` writes ``auto_map`` into the processor config and copies this file.
+EmtFlagshipProcessor.register_for_auto_class("AutoProcessor")
