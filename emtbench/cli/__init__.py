@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.cli.finetune",
     "emtbench.cli.demo",
     "emtbench.cli.vlm_eval",
+    "emtbench.cli.submit",
 )
 
 DESCRIPTION = """\
