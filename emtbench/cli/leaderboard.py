@@ -113,8 +113,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=PUBLISH_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    publish.add_argument("site_dir", metavar="SITE_DIR", type=Path, help="folder written by `leaderboard build`")
-    publish.add_argument("--repo-id", required=True, metavar="USER/SPACE", help="the Space to create or update")
+    publish.add_argument(
+        "site_dir", metavar="SITE_DIR", type=Path, help="folder written by `leaderboard build`"
+    )
+    publish.add_argument(
+        "--repo-id", required=True, metavar="USER/SPACE", help="the Space to create or update"
+    )
     publish.add_argument("--private", action="store_true", help="create the Space private")
     publish.set_defaults(handler=run_publish)
     worker = actions.add_parser(

@@ -87,7 +87,9 @@ def pending_requests(requests: str) -> list[tuple[str, dict[str, Any]]]:
     """
     api = hub_api()
     with hub_errors("listing the requests", requests):
-        files = [name for name in api.list_repo_files(requests, repo_type="dataset") if name.endswith(".json")]
+        files = [
+            name for name in api.list_repo_files(requests, repo_type="dataset") if name.endswith(".json")
+        ]
     found = []
     for name in files:
         try:
@@ -217,7 +219,7 @@ def process_request(path: str, request: dict[str, Any], options: WorkerOptions) 
             "results": processed.results_path,
             "accuracy": processed.accuracy,
         }
-    except Exception as error:  # noqa: BLE001 - any failure is the request's outcome, not the worker's end
+    except Exception as error:  # any failure is the request's outcome, not the end of the worker
         message = str(error) if isinstance(error, EmtbenchError) else f"{type(error).__name__}: {error}"
         message = redact_text(message)[:2000]
         processed = Processed(path, model, "FAILED", error=message)
@@ -234,7 +236,9 @@ def _evaluate_request(api, request: dict[str, Any], options: WorkerOptions, work
     check_repo_id(model, flag="model")
     tasks = request.get("tasks")
     if not isinstance(sha, str) or not sha:
-        raise EmtbenchError("the request names no commit (`sha`)", fix="file it with `emtbench submit --model`")
+        raise EmtbenchError(
+            "the request names no commit (`sha`)", fix="file it with `emtbench submit --model`"
+        )
     if not isinstance(tasks, list) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise EmtbenchError("the request's `tasks` is not a list of task names")
     base, base_sha = request.get("base"), request.get("base_sha")
