@@ -86,3 +86,17 @@ def tiny_finetuned_llava_dir(tiny_llava_dir, tmp_path_factory) -> Path:
     )  # fmt: skip
     assert code == 0
     return out
+
+
+@pytest.fixture
+def fake_hub(tmp_path):
+    """A :class:`emtbench.testing.fake_hub.FakeHub` on 127.0.0.1 with huggingface_hub pointed at it.
+
+    ``HF_ENDPOINT`` / ``huggingface_hub.constants.ENDPOINT`` are the fake's, ``HF_TOKEN`` is its valid
+    token (``fake_hub.token``, user ``fake_hub.user``; a second user's token is ``OTHER_TOKEN``),
+    ``HF_HUB_OFFLINE=0`` and ``HF_HOME`` is ``tmp_path / "hf-home"``. All restored afterwards.
+    """
+    from emtbench.testing.fake_hub import FakeHub, use_fake_hub
+
+    with FakeHub(root=tmp_path / "fake-hub-store") as hub, use_fake_hub(hub, home=tmp_path / "hf-home"):
+        yield hub
