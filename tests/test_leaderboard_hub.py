@@ -372,7 +372,7 @@ def test_a_manifest_of_hub_entries_builds_a_leaderboard(fake_hub, tmp_path):
     assert lora["params_changed"] == pytest.approx(0.05)
     assert lora["accuracy"]["emt_digits"] == pytest.approx(96.0)  # 95% of 50 samples, rounded to 48
     base = next(run for run in data["runs"] if run["name"] == "base")
-    assert base["ci"], "the folder download brings the samples along, so the base has intervals"
+    assert base["accuracy_ci"]["emt_digits"], "the folder download brings the samples along: intervals"
 
 
 def test_a_missing_hub_entry_is_a_listed_problem(fake_hub, tmp_path):
