@@ -105,7 +105,7 @@ def test_publish_checks_the_token_before_anything(fake_hub, site, monkeypatch, c
 def test_publish_refuses_a_folder_without_a_page(fake_hub, tmp_path):
     from emtbench.leaderboard.publish import publish_leaderboard
 
-    with pytest.raises(EmtbenchError, match="holds no index.html"):
+    with pytest.raises(EmtbenchError, match=r"holds no index\.html"):
         publish_leaderboard(tmp_path, "emt-user/x")
     assert not any(method == "POST" for method, _ in fake_hub.requests)
 
@@ -227,7 +227,7 @@ def test_a_request_for_a_repo_without_safetensors_is_refused(fake_hub, tmp_path)
     (model / "config.json").write_text("{}")
     (model / "pytorch_model.bin").write_bytes(b"a pickle")
     _push(model, "emt-user/pickled")
-    with pytest.raises(EmtbenchError, match="no \\*.safetensors"):
+    with pytest.raises(EmtbenchError, match=r"no \*\.safetensors"):
         submit_request("emt-user/pickled", "emt-user/requests")
     assert set(fake_hub.files("emt-user/requests", "dataset")) == {".gitattributes"}
 
@@ -276,7 +276,9 @@ def test_request_worker_results_leaderboard_space(fake_hub, tmp_path, capsys):
         fake_hub.create_repo(f"emt-user/{name}", "dataset")
     base = build_tiny_llava(tmp_path / "base", seed=0)
     tuned = build_tiny_llava(tmp_path / "tuned", seed=1)
-    (tuned / "emtbench_run.json").write_text(json.dumps({"method": "lora", "base_model": "emt-user/tiny-base"}))
+    (tuned / "emtbench_run.json").write_text(
+        json.dumps({"method": "lora", "base_model": "emt-user/tiny-base"})
+    )
     (tuned / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     _push(base, "emt-user/tiny-base")
     _push(tuned, "emt-user/tiny-tuned")
@@ -299,7 +301,10 @@ def test_request_worker_results_leaderboard_space(fake_hub, tmp_path, capsys):
     results = fake_hub.files("emt-user/results", "dataset")
     sha = final["sha"][:12]
     assert any(name.startswith(f"emt-user__tiny-tuned/{sha}/results_") for name in results)
-    assert any(name.startswith(f"emt-user__tiny-base/{final['base_sha'][:12]}/samples_emt_digits") for name in results)
+    assert any(
+        name.startswith(f"emt-user__tiny-base/{final['base_sha'][:12]}/samples_emt_digits")
+        for name in results
+    )
     assert f"emt-user__tiny-tuned/{sha}/emtbench_run.json" in results
     # nothing executable was downloaded
     cache = Path(tmp_path / "hf-home" / "hub")
