@@ -102,6 +102,16 @@ def test_publish_checks_the_token_before_anything(fake_hub, site, monkeypatch, c
     assert ("space", "emt-user/x") not in fake_hub.repos
 
 
+def test_publish_into_another_namespace_names_the_fix(fake_hub, site, monkeypatch):
+    from emtbench.leaderboard.publish import publish_leaderboard
+    from emtbench.testing.fake_hub import OTHER_TOKEN
+
+    monkeypatch.setenv("HF_TOKEN", OTHER_TOKEN)
+    with pytest.raises(EmtbenchError, match="answered 403") as caught:
+        publish_leaderboard(site, "emt-user/board")
+    assert "write access" in str(caught.value) and "emt-user/board" in str(caught.value)
+
+
 def test_publish_refuses_a_folder_without_a_page(fake_hub, tmp_path):
     from emtbench.leaderboard.publish import publish_leaderboard
 
