@@ -63,6 +63,11 @@ Example:
 """
 
 
+def manifest_arg(value: str) -> Path | str:
+    """A local manifest as a Path; an ``hf://`` one as it is (a Path would fold its ``//``)."""
+    return value if value.startswith("hf://") else Path(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "leaderboard",
@@ -80,7 +85,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     build.add_argument(
-        "manifest", metavar="MANIFEST", help="run manifest (YAML): a path, or hf://datasets/USER/NAME/FILE"
+        "manifest",
+        metavar="MANIFEST",
+        type=manifest_arg,
+        help="run manifest (YAML): a path, or hf://datasets/USER/NAME/FILE",
     )
     build.add_argument(
         "--out", required=True, type=Path, metavar="SITE_DIR", help="folder to write the site into"
