@@ -46,6 +46,11 @@ _API: dict[str, str] = {
     "BuildBaseResult": "emtbench.methods.build_base",
     "build_leaderboard": "emtbench.leaderboard.site",
     "LeaderboardSite": "emtbench.leaderboard.site",
+    "publish_leaderboard": "emtbench.leaderboard.publish",
+    "submit_results": "emtbench.leaderboard.submissions",
+    "submit_request": "emtbench.leaderboard.submissions",
+    "run_worker": "emtbench.leaderboard.worker",
+    "WorkerOptions": "emtbench.leaderboard.worker",
 }
 """Public name -> the module that defines it."""
 
@@ -64,6 +69,7 @@ __all__ = [
     "MergeOptions",
     "TrainSettings",
     "TrainingOptions",
+    "WorkerOptions",
     "__version__",
     "build_base",
     "build_leaderboard",
@@ -71,6 +77,10 @@ __all__ = [
     "evaluate",
     "finetune",
     "merge",
+    "publish_leaderboard",
+    "run_worker",
+    "submit_request",
+    "submit_results",
     "tailor",
 ]
 
@@ -92,7 +102,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from emtbench.core.errors import EmtbenchError
+    from emtbench.leaderboard.publish import publish_leaderboard
     from emtbench.leaderboard.site import LeaderboardSite, build_leaderboard
+    from emtbench.leaderboard.submissions import submit_request, submit_results
+    from emtbench.leaderboard.worker import WorkerOptions, run_worker
     from emtbench.methods.build_base import AlignmentOptions, BuildBaseResult, build_base
     from emtbench.methods.continual import ContinualOptions, ContinualResult, continual
     from emtbench.methods.finetune import (

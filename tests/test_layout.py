@@ -175,7 +175,7 @@ def test_importing_a_flagship_module_first_registers_it_without_a_warning(name):
 
 COMMANDS = (
     "eval", "tasks-dir", "build-base", "judge-agreement", "convert", "extract-llm", "leaderboard",
-    "tailor", "merge", "finetune", "continual", "demo", "vlm-eval", "card", "push",
+    "tailor", "merge", "finetune", "continual", "demo", "vlm-eval", "card", "push", "submit",
 )  # fmt: skip
 
 

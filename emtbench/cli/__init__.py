@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "emtbench.cli.vlm_eval",
     "emtbench.cli.card",
     "emtbench.cli.push",
+    "emtbench.cli.submit",
 )
 
 DESCRIPTION = """\

@@ -25,6 +25,9 @@ The MANIFEST (YAML) lists the runs to compare; paths are relative to the manifes
       params_changed: 0.12                   # or run_record: ckpt/emtbench_run.json
       accuracy_matrix: ckpt/matrix.json      # continual runs: heatmap, BWT, forgetting
       url: https://huggingface.co/you/llava-lora-mnist
+    - name: someone-else
+      results: hf://datasets/board/results/you__model/2026-01-01/   # Hub files work too
+      run_record: hf://you/model                                    # = its emtbench_run.json
 
 Every problem (missing or malformed results, a task missing from a run, an unknown base, two runs
 with one name) is listed with its file and field; nothing is written unless --allow-partial.
@@ -34,11 +37,43 @@ Example:
 """
 
 
+PUBLISH_HELP = """\
+Upload a leaderboard folder written by `emtbench leaderboard build` as a static Hugging Face Space
+(SDK `static`: the Hub serves its index.html). The Space is created if needed; its README front
+matter says `sdk: static`. The token (HF_TOKEN, or `hf auth login`) is checked first.
+
+Example:
+  emtbench leaderboard build leaderboard.yaml --out site/
+  emtbench leaderboard publish site/ --repo-id you/emt-leaderboard
+"""
+
+WORKER_HELP = """\
+The leaderboard's backend, as the Open LLM Leaderboard runs one: for each PENDING request in the
+requests dataset (filed by `emtbench submit --model`), mark it RUNNING, download the checkpoint and
+its base at the requested commits (weights, configs and tokenizer files only: no code, no pickles;
+never trust_remote_code), validate them like local folders, run the requested tasks (default
+emt_offline) with `emtbench.evaluate`, upload results and samples to the results dataset, add the run
+to its leaderboard.yaml (hf:// entries), and mark the request FINISHED, or FAILED with the error.
+
+The token must be able to write to both datasets.
+
+Example:
+  emtbench leaderboard worker --requests board/requests --results board/results --once
+  emtbench leaderboard build hf://datasets/board/results/leaderboard.yaml --out site/
+"""
+
+
+def manifest_arg(value: str) -> Path | str:
+    """A local manifest as a Path; an ``hf://`` one as it is (a Path would fold its ``//``)."""
+    return value if value.startswith("hf://") else Path(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "leaderboard",
-        help="build or serve the forgetting leaderboard page",
-        description="Build a static forgetting leaderboard from lm-eval results, or serve one locally.",
+        help="build, serve or publish the forgetting leaderboard; run its Hub worker",
+        description="Build a static forgetting leaderboard from lm-eval results, serve it locally, publish it "
+        "as a Hub Space, or run the worker that evaluates submitted models.",
         epilog="Example:\n  emtbench leaderboard build leaderboard.yaml --out site/\n  emtbench leaderboard serve site/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -49,7 +84,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=BUILD_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    build.add_argument("manifest", metavar="MANIFEST", type=Path, help="run manifest (YAML)")
+    build.add_argument(
+        "manifest",
+        metavar="MANIFEST",
+        type=manifest_arg,
+        help="run manifest (YAML): a path, or hf://datasets/USER/NAME/FILE",
+    )
     build.add_argument(
         "--out", required=True, type=Path, metavar="SITE_DIR", help="folder to write the site into"
     )
@@ -75,6 +115,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)"
     )
     serve.set_defaults(handler=run_serve)
+    publish = actions.add_parser(
+        "publish",
+        help="upload a built SITE_DIR as a static Hugging Face Space",
+        description=PUBLISH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    publish.add_argument(
+        "site_dir", metavar="SITE_DIR", type=Path, help="folder written by `leaderboard build`"
+    )
+    publish.add_argument(
+        "--repo-id", required=True, metavar="USER/SPACE", help="the Space to create or update"
+    )
+    publish.add_argument("--private", action="store_true", help="create the Space private")
+    publish.set_defaults(handler=run_publish)
+    worker = actions.add_parser(
+        "worker",
+        help="evaluate the PENDING requests of a requests dataset into a results dataset",
+        description=WORKER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument("--requests", required=True, metavar="USER/REQUESTS", help="requests dataset")
+    worker.add_argument("--results", required=True, metavar="USER/RESULTS", help="results dataset")
+    worker.add_argument("--once", action="store_true", help="handle what is pending now, then exit")
+    worker.add_argument("--interval", type=float, default=60.0, help="seconds between polls (default 60)")
+    worker.add_argument("--limit", type=float, default=None, help="lm-eval --limit (documents per task)")
+    worker.add_argument("--device", default=None, help="lm-eval --device (e.g. cuda:0, cpu)")
+    worker.add_argument("--batch-size", default="1", help="lm-eval --batch_size (default 1)")
+    worker.set_defaults(handler=run_worker)
 
 
 def run_build(args: argparse.Namespace, extra: list[str]) -> int:
@@ -85,6 +153,36 @@ def run_build(args: argparse.Namespace, extra: list[str]) -> int:
     )
     print(f"wrote {site.runs} runs × {site.tasks} tasks to {args.out}/ ({', '.join(OUTPUT_FILES)})")
     return 0
+
+
+def run_publish(args: argparse.Namespace, extra: list[str]) -> int:
+    from emtbench.leaderboard.publish import publish_leaderboard
+
+    published = publish_leaderboard(args.site_dir, args.repo_id, private=args.private)
+    print(f"published {', '.join(published.files)} to {published.url}")
+    return 0
+
+
+def run_worker(args: argparse.Namespace, extra: list[str]) -> int:
+    from emtbench.leaderboard.worker import WorkerOptions, run_worker
+
+    options = WorkerOptions(
+        requests=args.requests,
+        results=args.results,
+        once=args.once,
+        interval=args.interval,
+        limit=args.limit,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    done = run_worker(options)
+    for processed in done:
+        line = f"{processed.status:<8} {processed.model}"
+        line += f" -> {processed.results_path}" if processed.results_path else f": {processed.error}"
+        print(line)
+    if not done:
+        print(f"no PENDING requests in {args.requests}")
+    return 1 if any(p.status == "FAILED" for p in done) else 0
 
 
 def run_serve(args: argparse.Namespace, extra: list[str]) -> int:

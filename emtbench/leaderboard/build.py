@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import read_json
+from emtbench.hub.download import download, is_hub_path
 from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
 from emtbench.leaderboard.results import RunResults, read_results, sample_file_task
 from emtbench.metrics import (
@@ -109,8 +110,16 @@ def _where(manifest_path: Path, index: int, field_name: str | None = None) -> st
 
 
 def _resolve(manifest_path: Path, value: str) -> Path:
+    """A manifest path as a local one: relative to the manifest, or an ``hf://`` path downloaded (cached)."""
+    if is_hub_path(value):
+        return download(value)
     path = Path(value).expanduser()
     return path if path.is_absolute() else manifest_path.parent / path
+
+
+def _shown(manifest_path: Path, value: str) -> str:
+    """How a manifest path is named in a problem (no download)."""
+    return value if is_hub_path(value) else str(_resolve(manifest_path, value))
 
 
 def _load_samples(
@@ -121,7 +130,11 @@ def _load_samples(
         return
     results.samples = {}
     for value in entry.samples:
-        path = _resolve(manifest_path, value)
+        try:
+            path = _resolve(manifest_path, value)
+        except EmtbenchError as error:
+            issues.add(where, describe(error), "ignored")
+            continue
         task = sample_file_task(path)
         if task is None or task not in results.accuracy:
             issues.add(
@@ -170,8 +183,9 @@ def _disagreement(task: str, task_scores: Any, results: RunResults) -> str | Non
 def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _Collector) -> float | None:
     if entry.params_changed is not None or entry.run_record is None:
         return entry.params_changed
-    path = _resolve(manifest_path, entry.run_record)
+    path = entry.run_record
     try:
+        path = _resolve(manifest_path, entry.run_record)
         record = read_json(path, what="run record")
     except EmtbenchError as error:
         issues.add(f"{where}.run_record", describe(error), "parameters changed left empty")
@@ -203,8 +217,9 @@ def _params_changed(entry: RunEntry, manifest_path: Path, where: str, issues: _C
 def _continual(entry: RunEntry, row: Row, manifest_path: Path, where: str, issues: _Collector) -> None:
     if entry.accuracy_matrix is None:
         return
-    path = _resolve(manifest_path, entry.accuracy_matrix)
+    path = entry.accuracy_matrix
     try:
+        path = _resolve(manifest_path, entry.accuracy_matrix)
         matrix = AccuracyMatrix.from_dict(read_json(path, what="accuracy matrix"))
     except EmtbenchError as error:
         issues.add(
@@ -224,7 +239,7 @@ def _load_row(
         results = read_results(_resolve(manifest_path, entry.results), manifest.metrics)
     except EmtbenchError as error:
         issues.add(
-            f"{where}.results ({_resolve(manifest_path, entry.results)})",
+            f"{where}.results ({_shown(manifest_path, entry.results)})",
             describe(error),
             f"run {entry.name!r} skipped",
         )
@@ -345,8 +360,8 @@ def order_tasks(groups: dict[str, list[str]], rows: list[Row], wanted: list[str]
 
 
 def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Leaderboard:
-    """Load and score every run of a manifest; problems are collected, not raised."""
-    manifest_path = Path(manifest_path)
+    """Load and score every run of a manifest (a path, or an ``hf://`` file); problems are collected, not raised."""
+    manifest_path = download(manifest_path) if is_hub_path(manifest_path) else Path(manifest_path)
     manifest = load_manifest(manifest_path)
     groups = {**default_groups(), **manifest.groups}
     issues = _Collector()

@@ -68,9 +68,9 @@ def build_leaderboard(
     from emtbench.leaderboard.build import load_leaderboard
     from emtbench.leaderboard.render import render_csv, render_html, render_json
 
-    manifest, out = Path(manifest), Path(out)
+    out = Path(out)
     check_writable_dir(out, flag="--out")  # a file or an unwritable folder: refused before reading runs
-    leaderboard = load_leaderboard(manifest, progress=progress)
+    leaderboard = load_leaderboard(manifest, progress=progress)  # a path, or an hf:// file
     if leaderboard.problems:
         listing = "\n".join(f"  - {problem}" for problem in leaderboard.problems)
         if not allow_partial:
