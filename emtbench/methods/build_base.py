@@ -591,6 +591,7 @@ def assemble_shipped_base(options: AlignmentOptions, folder: str | Path, weights
         **built,
         "method": "build-base",
         "source": "shipped",
+        "recipe_key": weights.recipe_key,
         "shipped": {
             "built": weights.metadata.get("built"),
             "build_command": weights.metadata.get("build_command"),

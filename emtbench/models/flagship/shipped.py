@@ -180,7 +180,7 @@ class FolderComparison:
     mismatched: list[str] = field(default_factory=list)
     """Tensors missing on one side, of another shape or dtype, or with different values."""
     files_differ: list[str] = field(default_factory=list)
-    """Other files (config, tokenizer, processor) missing on one side or not byte-identical."""
+    """Other files (config, tokenizer, processor) missing on one side or not identical (see :func:`_comparable`)."""
 
     @property
     def identical(self) -> bool:
@@ -215,6 +215,29 @@ def compare_model_folders(expected: str | Path, actual: str | Path) -> FolderCom
     }
     for name in sorted(names - {WEIGHTS_FILE, *RECORD_FILES}):
         a, b = expected / name, actual / name
-        if not a.is_file() or not b.is_file() or a.read_bytes() != b.read_bytes():
+        if not a.is_file() or not b.is_file() or _comparable(a) != _comparable(b):
             files_differ.append(name)
     return FolderComparison(len(left_names | right_names), max_diff, mismatched, files_differ)
+
+
+def _without_local_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_local_paths(v) for k, v in value.items() if k != "_name_or_path"}
+    if isinstance(value, list):
+        return [_without_local_paths(v) for v in value]
+    return value
+
+
+def _comparable(path: Path) -> Any:
+    """A file's bytes; for a JSON config, its content without ``_name_or_path`` keys.
+
+    ``config.json`` records in ``text_config._name_or_path`` the folder the LM was loaded from on
+    the building machine (the emtbench cache, or the GGUF package on a first load): a local path,
+    not part of the model.
+    """
+    if path.suffix == ".json":
+        try:
+            return _without_local_paths(json.loads(path.read_text()))
+        except ValueError:
+            pass
+    return path.read_bytes()
