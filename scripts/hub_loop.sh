@@ -99,8 +99,9 @@ printf '\n[anyone] $ curl -s %s/spaces/emt-outsider/emt-leaderboard/leaderboard.
 curl -sf "$HF_ENDPOINT/spaces/emt-outsider/emt-leaderboard/leaderboard.json" | python -c '
 import json, sys
 for run in json.load(sys.stdin)["runs"]:
+    name, method, base = run["name"], run["method"], run["base"]
     acc = ", ".join(f"{task} {value:.1f}" for task, value in sorted(run["accuracy"].items()))
-    print(f"{run[\"name\"]:<48} {run[\"method\"]:<10} base={run[\"base\"]}  accuracy %: {acc}")
+    print(f"{name:<44} {method:<10} base={base}  accuracy %: {acc}")
 '
 
 printf '\nTimings (wall clock; base: %s):\n' "$BASE_KIND"
