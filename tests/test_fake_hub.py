@@ -144,3 +144,68 @@ def test_space_static_page_and_private_repo(fake_hub, tmp_path):
     assert api.model_info("emt-user/secret").private
     with pytest.raises(RepositoryNotFoundError):
         HfApi(token=OTHER_TOKEN).model_info("emt-user/secret")
+
+
+def test_foreground_server_for_shell_use(tmp_path):
+    """`python -m emtbench.testing.fake_hub` prints HF_ENDPOINT and two users' tokens; another process that
+    only has those environment variables pushes to it and downloads back; SIGTERM stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "emtbench.testing.fake_hub", "--root", str(tmp_path / "store")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        exports = {}
+        while "HF_HUB_OFFLINE" not in exports:
+            line = server.stdout.readline()
+            assert line, server.stderr.read()
+            if line.startswith("export "):
+                key, value = line.split()[1].split("=", 1)
+                exports[key] = value
+        assert exports["HF_ENDPOINT"].startswith("http://127.0.0.1:")
+        assert {exports["HF_TOKEN"], exports["OTHER_HF_TOKEN"]} == {
+            "hf_fakehubtokenemtuser0000000000000", "hf_fakehubtokenoutsider000000000000",
+        }  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
+        env.update(HF_ENDPOINT=exports["HF_ENDPOINT"], HF_TOKEN=exports["HF_TOKEN"], HF_HUB_OFFLINE="0")
+        env["HF_HOME"] = str(tmp_path / "hf-home")
+        script = (
+            "import os\n"
+            "from huggingface_hub import HfApi, hf_hub_download\n"
+            "api = HfApi()\n"
+            "me = api.whoami()['name']\n"
+            "other = HfApi(token=os.environ['OTHER_HF_TOKEN']).whoami()['name']\n"
+            "api.create_repo(me + '/shell-model')\n"
+            "api.upload_file(path_or_fileobj=b'hello', path_in_repo='a.txt', repo_id=me + '/shell-model')\n"
+            "print(me, other, open(hf_hub_download(me + '/shell-model', 'a.txt')).read())\n"
+        )
+        env["OTHER_HF_TOKEN"] = exports["OTHER_HF_TOKEN"]
+        client = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.split() == ["emt-user", "emt-outsider", "hello"]
+        assert list((tmp_path / "store" / "blobs").iterdir())  # --root holds the blobs
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=30)
+    assert server.returncode == 0 and "fake Hub stopped" in out
+
+
+def test_foreground_server_refuses_a_busy_port():
+    import subprocess
+    import sys
+
+    from emtbench.testing.fake_hub import FakeHub
+
+    with FakeHub() as hub:
+        port = int(hub.endpoint.rsplit(":", 1)[1])
+        busy = subprocess.run(
+            [sys.executable, "-m", "emtbench.testing.fake_hub", "--port", str(port)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert busy.returncode == 2 and "cannot listen on 127.0.0.1:" in busy.stderr

@@ -135,3 +135,104 @@ def test_push_to_other_namespace_is_refused_early(fake_hub, tmp_path, capsys):
     folder = make_run_folder(tmp_path / "m", {"method": "dare", "base_model": "x/y"})
     assert run_emtbench("push", str(folder), "someone-else/m") == 2
     assert "cannot create repos under 'someone-else'" in capsys.readouterr().err
+
+
+MERGE_COMMANDS = {
+    "merge": ["merge", "--method", "task-arithmetic"],
+    "tailor": ["tailor", "--calib-data", "emt:digits", "--calib-samples", "2"],
+}
+
+
+@pytest.mark.parametrize("command", MERGE_COMMANDS)
+@pytest.mark.parametrize(
+    ("token", "repo", "expected"),
+    [
+        ("", "emt-user/merged", "no Hub token found"),
+        ("hf_not_a_real_token", "emt-user/merged", "the Hub refused the token (401)"),
+        (None, "someone-else/merged", "cannot create repos under 'someone-else'"),  # the valid token
+    ],
+)
+def test_merge_and_tailor_check_credentials_before_merging(
+    fake_hub, tmp_path, monkeypatch, capsys, tiny_llava_dir, command, token, repo, expected
+):
+    """`merge`/`tailor --push-to-hub` with a bad token (or a namespace it cannot write) stop with the fix
+    before a checkpoint is opened: nothing is merged, nothing is written, nothing is posted to the Hub."""
+    import emtbench.methods.fusion.checkpoints as checkpoints
+
+    if token is not None:
+        monkeypatch.setenv("HF_TOKEN", token) if token else monkeypatch.delenv("HF_TOKEN")
+    opened = []
+    real_check = checkpoints.check_compatible
+    monkeypatch.setattr(
+        checkpoints, "check_compatible", lambda *a, **k: opened.append(a) or real_check(*a, **k)
+    )
+    out = tmp_path / "merged"
+    code = run_emtbench(
+        *MERGE_COMMANDS[command], "--pretrained", str(tiny_llava_dir), "--finetuned", str(tiny_llava_dir),
+        "--output", str(out), "--no-progress", "--push-to-hub", repo,
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert expected in err and "Traceback" not in err
+    assert ("hf auth login" in err) if token is not None else ("push to emt-user/merged" in err)
+    assert opened == [] and not out.exists()
+    assert [r for r in fake_hub.requests if r[0] != "GET"] == []
+    assert fake_hub.repos == {}
+
+
+def test_merge_push_to_hub_with_a_good_token_reaches_the_merge(
+    fake_hub, tmp_path, monkeypatch, capsys, tiny_llava_dir
+):
+    """The control for the test above: with the valid token the same command gets past the credential check
+    to the checkpoints (the spy sees them opened; with --finetuned = --pretrained the merge then refuses an
+    empty task vector, which is all this needs)."""
+    import emtbench.methods.fusion.checkpoints as checkpoints
+
+    opened = []
+    real_check = checkpoints.check_compatible
+    monkeypatch.setattr(
+        checkpoints, "check_compatible", lambda *a, **k: opened.append(a) or real_check(*a, **k)
+    )
+    out = tmp_path / "merged"
+    code = run_emtbench(
+        *MERGE_COMMANDS["merge"], "--pretrained", str(tiny_llava_dir), "--finetuned", str(tiny_llava_dir),
+        "--output", str(out), "--no-progress", "--push-to-hub", "emt-user/merged",
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(opened) == 1
+    assert "no selected parameter differs" in err and "hf auth login" not in err
+
+
+def test_unreachable_hub_is_a_named_error(fake_hub, tmp_path, monkeypatch, capsys):
+    """Connection refused (no Hub at HF_ENDPOINT) is a named error with the fix, not a traceback."""
+    import huggingface_hub.constants as constants
+
+    folder = make_run_folder(tmp_path / "m", {"method": "dare", "base_model": "x/y"})
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    assert run_emtbench("push", str(folder), "emt-user/m") == 2
+    err = capsys.readouterr().err
+    assert "cannot reach the Hub at http://127.0.0.1:9" in err and "HF_ENDPOINT" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        (401, "hf auth login"),
+        (403, "pull request"),
+        (412, "retry"),
+        (429, "wait and retry"),
+        (503, "retry later"),
+    ],
+)
+def test_hub_error_names_the_fix_and_the_retry(status, fix):
+    """The one mapping (emtbench.hub.calls.hub_error) for every HTTP status push/publish/submit meet."""
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from emtbench.hub.calls import hub_error
+
+    response = httpx2.Response(status, request=httpx2.Request("POST", "http://127.0.0.1/api/x"))
+    named = hub_error(HfHubHTTPError("boom", response=response), "pushing out/", "me/m", retry="RETRY-HINT")
+    assert f"pushing out/: the Hub answered {status}" in str(named) and fix in str(named)
+    assert ("RETRY-HINT" in str(named)) == (status in (412, 429, 503))

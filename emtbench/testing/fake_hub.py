@@ -22,6 +22,14 @@ What it implements (the endpoints huggingface_hub 1.x/2.x calls):
   ``EntryNotFound``) like the Hub's, so the client raises its named errors.
 - ``GET /spaces/{owner}/{name}`` serves a static Space's ``index.html`` (``sdk: static``).
 
+Run it in the foreground, to try the Hub loop offline from a shell (``bash scripts/hub_loop.sh`` does)::
+
+    python -m emtbench.testing.fake_hub [--port N] [--root DIR]
+
+It prints ``export HF_ENDPOINT=...``, ``export HF_TOKEN=...`` (user ``emt-user``) and
+``export OTHER_HF_TOKEN=...`` (user ``emt-outsider``, "another person") and serves until Ctrl-C or
+SIGTERM. Repos live in memory (gone when it stops); ``--root`` keeps the blobs.
+
 Not implemented: git LFS and Xet. Preupload answers ``"regular"`` for every file, so files of any size
 travel inline (base64) in the commit; the real Hub would ask for LFS above 10 MB (and for
 ``*.safetensors``). Keep test files small. Permissions: a user writes to their own namespace and
@@ -382,13 +390,14 @@ class FakeHub:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeHub:
+    def start(self, port: int = 0) -> FakeHub:
+        """Serve on 127.0.0.1:``port`` (0: a free port) in a daemon thread."""
         hub = self
 
         class Handler(_Handler):
             fake_hub = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
         self._thread.start()
@@ -1112,3 +1121,56 @@ def use_fake_hub(
             import shutil
 
             shutil.rmtree(home, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- foreground server
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m emtbench.testing.fake_hub``: serve a fake Hub until Ctrl-C / SIGTERM."""
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m emtbench.testing.fake_hub",
+        description="Run emtbench's fake Hugging Face Hub on 127.0.0.1 in the foreground, to try "
+        "push / submit / worker / publish offline. It is NOT the Hugging Face Hub: repos live in memory and "
+        "are gone when it stops; there is no LFS (keep files small). Point huggingface_hub at it with the "
+        "printed HF_ENDPOINT and HF_TOKEN.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="folder for the blobs (default: a temporary one)"
+    )
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: give 0..65535")
+    hub = FakeHub(root=args.root)
+    try:
+        hub.start(args.port)
+    except OSError as error:
+        print(f"fake Hub: cannot listen on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    (other_token, other_user) = next(((t, u) for t, u in hub.users.items() if t != hub.token), (None, None))
+    print(f"# emtbench fake Hub (NOT huggingface.co; in memory, blobs in {hub.root}); Ctrl-C stops it")
+    print(f"export HF_ENDPOINT={hub.endpoint}")
+    print(f"export HF_TOKEN={hub.token}  # user {hub.user}")
+    if other_token:
+        print(f"export OTHER_HF_TOKEN={other_token}  # user {other_user}: another person")
+    print("export HF_HUB_OFFLINE=0")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        hub.stop()
+    print("# fake Hub stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -93,7 +93,7 @@ def finetune(options: FinetuneOptions | None = None, /, **values: Any) -> Finetu
     record = run_record(settings=settings, model_path=options.model, data=data_info)
     check_output_dir(output, record, overwrite=options.overwrite)  # fail before any training
     if options.push_to_hub:
-        from emtbench.hub.push import check_credentials
+        from emtbench.hub.calls import check_credentials
 
         check_credentials(options.push_to_hub)  # a missing or bad token fails now, not after training
     train_data, counts = build_training_data(

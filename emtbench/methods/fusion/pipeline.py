@@ -192,7 +192,7 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
     # Everything that can fail on bad input, before weights are loaded: output, shapes, calibration.
     check_output_dir(options.output, run, overwrite=options.overwrite)
     if options.push_to_hub:
-        from emtbench.hub.push import check_credentials
+        from emtbench.hub.calls import check_credentials
 
         check_credentials(options.push_to_hub)  # a missing or bad token fails now, not after merging
     check_compatible(options.pretrained, options.finetuned)
