@@ -199,10 +199,9 @@ def _public_url(url: str | None) -> str:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from emtbench.core.progress import progress_bar  # off with --no-progress
 
-    quiet = {"disable": True} if total < 2 else {}  # otherwise TQDM_DISABLE=1 in the environment still works
-    return tqdm(total=total, desc=desc, unit="answer", leave=False, **quiet)
+    return progress_bar(total=total, desc=desc, unit="answer", leave=False, min_items=2)
 
 
 class MalformedReply(Exception):
