@@ -158,10 +158,17 @@ class TrainSettings:
         return [*to_argv(training), *to_argv(self.options), *trainer_args_argv(training.trainer_args)]
 
     def record(self) -> dict[str, Any]:
-        """The flat ``settings`` object of ``emtbench_run.json``."""
+        """The flat ``settings`` object of ``emtbench_run.json``.
+
+        ``report_to`` and ``trainer_args`` appear only when set, so a default run's record is what it
+        was before they existed (and ``--output`` still recognises an identical earlier run)."""
+        training = dataclasses.asdict(self.training)
+        for name, unset in (("report_to", "none"), ("trainer_args", {})):
+            if training.get(name) == unset:
+                training.pop(name)
         return {
             "method": self.method,
-            **dataclasses.asdict(self.training),
+            **training,
             **LEGACY_RECORD_DEFAULTS,
             **dataclasses.asdict(self.options),
         }
