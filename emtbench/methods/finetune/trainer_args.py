@@ -13,6 +13,7 @@ setting would disagree), and a flag that is neither is refused with the closest 
 from __future__ import annotations
 
 import importlib.util
+from enum import Enum
 from typing import Any
 
 from emtbench.core.errors import EmtbenchError
@@ -158,7 +159,9 @@ def trainer_args_from_argv(argv: list[str], *, own_flags: list[str] = ()) -> dic
             where=" ".join(rest),
             fix="each TrainingArguments field takes --FIELD VALUE (or --FIELD for a switch)",
         )
-    return {name: getattr(namespace, name) for name in dict.fromkeys(given)}
+    values = {name: getattr(namespace, name) for name in dict.fromkeys(given)}
+    # transformers' str enums (OptimizerNames.ADAFACTOR) as their plain values, for the run record
+    return {name: value.value if isinstance(value, Enum) else value for name, value in values.items()}
 
 
 def trainer_args_argv(values: dict[str, Any]) -> list[str]:
