@@ -207,6 +207,8 @@ def test_the_heap_is_frozen_while_a_task_generates_and_thawed_after():
     frozen = gc.get_freeze_count()
     assert frozen > 0
     load_task_dataset("digits", source="offline")  # a second task of the same run: no second freeze
-    assert gc.get_freeze_count() == frozen
+    # No more frozen objects than before (a second freeze would add the first task's data); a few fewer
+    # is fine: a frozen object still dies when its last reference goes (seen: a finished thread's locks).
+    assert gc.get_freeze_count() <= frozen
     judge_responses([], [])
     assert gc.get_freeze_count() == 0

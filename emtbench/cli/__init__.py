@@ -49,7 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
+    add_no_progress(subparsers)
     return parser
+
+
+NO_PROGRESS = "--no-progress"
+"""The one switch that silences every progress bar of a command (:mod:`emtbench.core.progress`)."""
+
+
+def add_no_progress(subparsers: argparse._SubParsersAction) -> None:
+    """Give every command (and sub-action) ``--no-progress``, unless it declares the flag itself."""
+    for parser in dict.fromkeys(subparsers.choices.values()):
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in nested:
+            add_no_progress(action)
+        if nested or NO_PROGRESS in parser._option_string_actions:
+            continue
+        parser.add_argument(NO_PROGRESS, dest="no_progress", action="store_true", help="hide progress bars")
+
+
+def progress_off(args: argparse.Namespace) -> bool:
+    """Whether the command line asked for ``--no-progress`` (commands with their own ``progress`` option too)."""
+    return bool(getattr(args, "no_progress", False)) or getattr(args, "progress", True) is False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     from emtbench.hub.cards import record_invocation
 
     record_invocation(argv)  # the exact command, for the model card of what it writes
+    from emtbench.core.progress import progress_silenced
+
     try:
-        return int(args.handler(args, extra) or 0)
+        with progress_silenced(progress_off(args)):
+            return int(args.handler(args, extra) or 0)
     except EmtbenchError as error:
         print(f"emtbench {args.command}: error: {error}", file=sys.stderr)
         return 2

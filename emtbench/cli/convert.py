@@ -66,11 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_convert_prismatic(args: argparse.Namespace, extra: list[str]) -> int:
-    from tqdm.auto import tqdm
-
+    from emtbench.core.progress import progress_bar
     from emtbench.models.prismatic.convert import convert_prismatic
 
-    with tqdm(total=5, desc="convert prismatic", unit="step") as bar:
+    with progress_bar(total=5, desc="convert prismatic", unit="step") as bar:
 
         def progress(message: str) -> None:
             bar.set_postfix_str(message[-60:])

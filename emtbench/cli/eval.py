@@ -9,8 +9,12 @@ from emtbench.tasks import TASKS_DIR
 EVAL_HELP = """\
 usage: emtbench eval [lm_eval arguments]
 
-Runs lm-evaluation-harness with the EMT tasks added to --include_path (any path you pass is kept)
-and emtbench's lm-eval models registered. Every other argument goes to lm_eval unchanged.
+Runs lm-evaluation-harness with the EMT tasks added to --include_path (any path you pass, on the
+command line or in a --config file, is kept) and emtbench's lm-eval models registered. Every other
+argument goes to lm_eval unchanged. A misspelt task gets the closest task names; a model whose
+processor has a chat template, run with hf-multimodal but without --apply_chat_template, is warned
+about before the run. Each EMT task's results record the judge (name, model, prompt hash) and the
+emtbench version under configs.TASK.metadata.emtbench; the groups report every failure-kind rate.
 
 EMT tasks: {emt_tasks}
 groups:    emt (the paper's four), emt_offline (digits + Fashion-MNIST, no Hub needed)

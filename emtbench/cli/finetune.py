@@ -26,6 +26,12 @@ Examples:
 
 An interrupted run continues from its last Trainer checkpoint with --resume (checkpoints are kept
 in .OUTPUT.checkpoints next to the output until the run finishes).
+
+Trainer habits: --report-to tensorboard (or wandb) reports the logs as the Trainer does; the log
+history is kept in OUTPUT/trainer_state.json either way (TensorBoard's event files in OUTPUT/runs).
+Any further transformers TrainingArguments field passes through as --FIELD VALUE (read by
+transformers' HfArgumentParser), e.g. --max_grad_norm 0.5 --optim adafactor --save_strategy epoch;
+a field emtbench has a flag for is refused with that flag's name.
 """
 
 CONTINUAL_HELP = """\
@@ -97,15 +103,25 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[st
         add_options(group, cls, only=own)
 
 
-def settings_from_args(args: argparse.Namespace):
-    """The TrainSettings of the typed flags: a method flag another method owns is refused by name."""
+def settings_from_args(args: argparse.Namespace, extra: list[str] | None = None):
+    """The TrainSettings of the typed flags: a method flag another method owns is refused by name, and
+    the flags emtbench does not know (``extra``) must be TrainingArguments fields."""
     from emtbench.core.options import given
     from emtbench.methods.finetune import TrainingOptions, TrainSettings
+    from emtbench.methods.finetune.trainer_args import trainer_args_from_argv
 
     values = given(args, TrainingOptions)
     for cls, _ in method_option_classes():
         values.update(given(args, cls))
+    if extra:
+        own = list(getattr(args, "own_flags", ()))
+        values["trainer_args"] = trainer_args_from_argv(list(extra), own_flags=own)
     return TrainSettings.of(args.method, **values)
+
+
+def own_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """The long flags of a command, for "did you mean" hints on a flag it does not have."""
+    return [flag for flag in parser._option_string_actions if flag.startswith("--")]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -122,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(finetune, FinetuneOptions, only=("model", "output"))
     add_training_arguments(finetune)
     add_options(finetune, FinetuneOptions, exclude=("model", "output"))
-    finetune.set_defaults(handler=run_finetune)
+    finetune.set_defaults(handler=run_finetune, accepts_extra=True, own_flags=own_flags(finetune))
 
     continual = subparsers.add_parser(
         "continual",
@@ -133,15 +149,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(continual, ContinualOptions, only=("model", "output", "overwrite", "image_root", "limit"))
     add_training_arguments(continual, exclude=("keep_adapter",))
     add_options(continual, ContinualOptions, exclude=("model", "output", "overwrite", "image_root", "limit"))
-    continual.set_defaults(handler=run_continual)
+    continual.set_defaults(handler=run_continual, accepts_extra=True, own_flags=own_flags(continual))
 
 
-def options_from_args(args: argparse.Namespace):
-    """The FinetuneOptions of the typed ``emtbench finetune`` flags."""
+def options_from_args(args: argparse.Namespace, extra: list[str] | None = None):
+    """The FinetuneOptions of the typed ``emtbench finetune`` flags (TrainingArguments fields in ``extra``)."""
     from emtbench.core.options import from_namespace
     from emtbench.methods.finetune import FinetuneOptions
 
-    return from_namespace(FinetuneOptions, args, settings=settings_from_args(args))
+    return from_namespace(FinetuneOptions, args, settings=settings_from_args(args, extra))
 
 
 def run_finetune(args: argparse.Namespace, extra: list[str]) -> int:
@@ -149,7 +165,7 @@ def run_finetune(args: argparse.Namespace, extra: list[str]) -> int:
 
     from emtbench.methods.finetune import finetune
 
-    result = finetune(options_from_args(args))
+    result = finetune(options_from_args(args, extra))
     if not PartialState().is_main_process:  # under `accelerate launch` the main process reports and uploads
         return 0
     params = result.parameters
@@ -166,7 +182,8 @@ def run_continual(args: argparse.Namespace, extra: list[str]) -> int:
     from emtbench.core.options import from_namespace
     from emtbench.methods.continual import MATRIX_FILE, ContinualOptions, continual
 
-    result = continual(from_namespace(ContinualOptions, args, settings=settings_from_args(args))).matrix
+    settings = settings_from_args(args, extra)
+    result = continual(from_namespace(ContinualOptions, args, settings=settings)).matrix
     width = max(len(task) for task in result["tasks"])
     print(f"{'after':<{width}}  " + "  ".join(f"{task:>{width}}" for task in result["tasks"]))
     for stage, row in zip(result["stages"], result["matrix"], strict=True):

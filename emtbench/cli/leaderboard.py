@@ -98,7 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="write the site even when some runs or cells had problems (they are listed on the page)",
     )
-    build.add_argument("--quiet", action="store_true", help="no progress bars")
+    build.add_argument(
+        "--no-progress", "--quiet", dest="no_progress", action="store_true", help="hide progress bars"
+    )
     build.set_defaults(handler=run_build)
     serve = actions.add_parser(
         "serve",
@@ -149,7 +151,7 @@ def run_build(args: argparse.Namespace, extra: list[str]) -> int:
     from emtbench.leaderboard.site import OUTPUT_FILES, build_leaderboard
 
     site = build_leaderboard(
-        args.manifest, args.out, allow_partial=args.allow_partial, progress=not args.quiet
+        args.manifest, args.out, allow_partial=args.allow_partial, progress=not args.no_progress
     )
     print(f"wrote {site.runs} runs × {site.tasks} tasks to {args.out}/ ({', '.join(OUTPUT_FILES)})")
     return 0

@@ -436,7 +436,7 @@ def load_image_folder(dataset: EMTDataset, root: Path, split: str):
 
 
 def _progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
-    from tqdm.auto import tqdm
+    from emtbench.core.progress import progress_bar
 
     total = len(items) if total is None else total  # type: ignore[arg-type]
-    return tqdm(items, desc=desc, total=total, disable=total < 2000, leave=False)
+    return progress_bar(items, desc=desc, total=total, min_items=2000, leave=False)

@@ -234,8 +234,7 @@ def judge_agreement(
     """
     from itertools import combinations
 
-    from tqdm.auto import tqdm
-
+    from emtbench.core.progress import progress_bar
     from emtbench.judges.base import judge_option_keys
 
     names = list(judges)
@@ -261,7 +260,7 @@ def judge_agreement(
     items = [sample.item for sample in loaded]
     runs = [
         run_judge(name, built[name], items)
-        for name in tqdm(names, desc="judges", unit="judge", disable=not progress)
+        for name in progress_bar(names, desc="judges", unit="judge", enabled=progress)
     ]
     pairs = [compare(a, b) for a, b in combinations(runs, 2)]
     records = disagreement_records(loaded, runs)

@@ -88,6 +88,35 @@ def scores(judgement: Judgement) -> dict[str, float]:
     return result
 
 
+@dataclass(frozen=True)
+class JudgeRecord:
+    """Who judged a run, as its results file records it: what a reader needs to trust or redo a number.
+
+    ``model`` is the model or folder the judge asks (None for the rule judge), ``prompt_hash`` the
+    first 12 hex digits of the SHA-256 of the prompt it sends (None for judges without a prompt), and
+    ``identity`` the judge's full cache key (URL credentials already removed).
+    """
+
+    name: str
+    model: str | None = None
+    prompt_hash: str | None = None
+    identity: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JudgeRecord:
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls) if f.name in data})
+
+
+def prompt_hash(prompt: str) -> str:
+    """The short SHA-256 digest a :class:`JudgeRecord` carries for a judge prompt."""
+    import hashlib
+
+    return hashlib.sha256(prompt.encode()).hexdigest()[:12]
+
+
 class Judge(ABC):
     """Judges a batch at a time so remote judges can run requests concurrently."""
 
@@ -111,6 +140,10 @@ class Judge(ABC):
     def identity(self) -> str:
         """Stable description of everything that changes verdicts (used as a cache key)."""
         return self.name
+
+    def record(self) -> JudgeRecord:
+        """What a results file records about this judge (judges with a model or prompt add them)."""
+        return JudgeRecord(self.name, identity=self.identity)
 
     @abstractmethod
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgement]: ...

@@ -14,7 +14,15 @@ from typing import Any
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.options import option
-from emtbench.judges.base import JUDGES, Judge, JudgeItem, Judgement, checked_options, register_judge
+from emtbench.judges.base import (
+    JUDGES,
+    Judge,
+    JudgeItem,
+    Judgement,
+    JudgeRecord,
+    checked_options,
+    register_judge,
+)
 from emtbench.judges.llm import LocalLLMJudge, OpenAIJudge
 from emtbench.judges.rule import find_labels, rule_judgement, tokens
 
@@ -59,6 +67,10 @@ class CascadeJudge(Judge):
     @property
     def identity(self) -> str:
         return f"cascade|{self.fallback.identity}"
+
+    def record(self) -> JudgeRecord:
+        fallback = self.fallback.record()
+        return JudgeRecord(self.name, fallback.model, fallback.prompt_hash, self.identity)
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Judgement]:
         results: list[Judgement | None] = [None] * len(items)

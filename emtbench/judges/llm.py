@@ -17,7 +17,6 @@ metrics stay meaningful whichever judge decides correctness.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -40,7 +39,15 @@ from emtbench.core.errors import EmtbenchError
 from emtbench.core.options import option
 from emtbench.core.readers import parse_json
 from emtbench.core.secrets import redact_text, redact_url, reveal_url
-from emtbench.judges.base import Judge, JudgeItem, Judgement, Verdict, register_judge
+from emtbench.judges.base import (
+    Judge,
+    JudgeItem,
+    Judgement,
+    JudgeRecord,
+    Verdict,
+    prompt_hash,
+    register_judge,
+)
 from emtbench.judges.cache import VerdictCache
 from emtbench.judges.rule import rule_judgement, tokens
 
@@ -192,10 +199,9 @@ def _public_url(url: str | None) -> str:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from emtbench.core.progress import progress_bar  # off with --no-progress
 
-    quiet = {"disable": True} if total < 2 else {}  # otherwise TQDM_DISABLE=1 in the environment still works
-    return tqdm(total=total, desc=desc, unit="answer", leave=False, **quiet)
+    return progress_bar(total=total, desc=desc, unit="answer", leave=False, min_items=2)
 
 
 class MalformedReply(Exception):
@@ -323,8 +329,11 @@ class OpenAIJudge(YesNoJudge):
 
     @property
     def identity(self) -> str:
-        prompt_id = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+        prompt_id = prompt_hash(JUDGE_PROMPT)
         return f"llm|{self.model}|{_public_url(self.base_url)}|prompt={prompt_id}|T={PAPER_SAMPLING['temperature']}"
+
+    def record(self) -> JudgeRecord:
+        return JudgeRecord(self.name, self.model, prompt_hash(JUDGE_PROMPT), self.identity)
 
     def _redact(self, text: str) -> str:
         text = text.replace(self._secret, "***") if self._secret else text
@@ -441,8 +450,11 @@ class LocalLLMJudge(YesNoJudge):
 
     @property
     def identity(self) -> str:
-        prompt_id = hashlib.sha256(JUDGE_PROMPT.encode()).hexdigest()[:12]
+        prompt_id = prompt_hash(JUDGE_PROMPT)
         return f"local_llm|{self.model_path.resolve()}|prompt={prompt_id}|greedy|{self.max_new_tokens}"
+
+    def record(self) -> JudgeRecord:
+        return JudgeRecord(self.name, str(self.model_path), prompt_hash(JUDGE_PROMPT), self.identity)
 
     def _load(self) -> None:
         if self._model is not None:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.progress import progress_bar
 from emtbench.core.readers import read_json
 from emtbench.hub.download import download, is_hub_path
 from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
@@ -368,7 +367,9 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
     rows: list[Row] = []
     loaded: dict[str, tuple[Row, dict[str, Any]]] = {}
     first_index: dict[str, int] = {}
-    for index, entry in enumerate(tqdm(manifest.runs, desc="reading runs", unit="run", disable=not progress)):
+    for index, entry in enumerate(
+        progress_bar(manifest.runs, desc="reading runs", unit="run", enabled=progress)
+    ):
         if entry.name in first_index:
             issues.add(
                 _where(manifest_path, index, "name"),
@@ -391,7 +392,7 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
         min_judge_coverage=manifest.min_judge_coverage,
     )
     in_cycle = _base_cycles(manifest)
-    for row in tqdm(rows, desc="scoring runs", unit="run", disable=not progress):
+    for row in progress_bar(rows, desc="scoring runs", unit="run", enabled=progress):
         entry = row.entry
         where = _where(manifest_path, first_index[entry.name])
         base = None

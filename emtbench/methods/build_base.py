@@ -126,7 +126,8 @@ def _training_images(name: str, count: int, seed: int):
 def vision_features(model, processor, options: AlignmentOptions, feature_dir: Path) -> AlignmentData:
     """Pooled vision features of the training images, computed once and cached per dataset."""
     import torch
-    from tqdm.auto import tqdm
+
+    from emtbench.core.progress import progress_bar
 
     classes = {pair: i for i, pair in enumerate(global_classes())}
     all_features, labels, names, indices = [], [], [], []
@@ -139,7 +140,9 @@ def vision_features(model, processor, options: AlignmentOptions, feature_dir: Pa
         else:
             batches = []
             with torch.inference_mode():
-                for start in tqdm(range(0, len(data), 32), desc=f"vision features ({name})", unit="batch"):
+                for start in progress_bar(
+                    range(0, len(data), 32), desc=f"vision features ({name})", unit="batch"
+                ):
                     rows = data[start : start + 32]
                     pixels = processor.image_processor(
                         [im.convert("RGB") for im in rows["image"]], return_tensors="pt"
@@ -348,7 +351,8 @@ def learn_class_tokens(model, processor, options: AlignmentOptions) -> tuple[obj
     (classes, hidden), shared vector (hidden,), losses).
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from emtbench.core.progress import progress_bar
 
     model.requires_grad_(False)
     autocast = _autocast_factory(options.bf16)
@@ -363,7 +367,7 @@ def learn_class_tokens(model, processor, options: AlignmentOptions) -> tuple[obj
     rng = random.Random(options.seed)
     prefixes, answers, losses = {}, {}, []
     cells = model.config.image_seq_length
-    for step in tqdm(range(steps), desc="learning class tokens", unit="step"):
+    for step in progress_bar(range(steps), desc="learning class tokens", unit="step"):
         name = datasets[step % len(datasets)]
         short = rng.random() < options.short_question_share
         if (name, short) not in prefixes:
@@ -400,7 +404,8 @@ def align_projector(model, processor, data: AlignmentData, options: AlignmentOpt
     """
 
     import torch
-    from tqdm.auto import tqdm
+
+    from emtbench.core.progress import progress_bar
 
     model.requires_grad_(False)
     projector = model.model.multi_modal_projector
@@ -419,7 +424,7 @@ def align_projector(model, processor, data: AlignmentData, options: AlignmentOpt
     orders: dict[str, list[int]] = {name: [] for name in names}
     losses = []
     model.train()
-    progress = tqdm(range(options.steps), desc="aligning projector", unit="step")
+    progress = progress_bar(range(options.steps), desc="aligning projector", unit="step")
     for step in progress:
         name = names[step % len(names)]
         short = rng.random() < options.short_question_share

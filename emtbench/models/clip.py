@@ -165,7 +165,8 @@ class CLIPZeroShot(LM):
 
     def generate_until(self, requests: Sequence[Any], disable_tqdm: bool = False) -> list[str]:
         import torch
-        from tqdm.auto import tqdm
+
+        from emtbench.core.progress import progress_bar
 
         answers: list[str] = [""] * len(requests)
         by_task: dict[str, list[int]] = {}
@@ -174,7 +175,9 @@ class CLIPZeroShot(LM):
             dataset = request_dataset(request)
             datasets[dataset.task] = dataset
             by_task.setdefault(dataset.task, []).append(index)
-        bar = tqdm(total=len(requests), desc="CLIP zero-shot", disable=disable_tqdm or self.rank != 0)
+        bar = progress_bar(
+            total=len(requests), desc="CLIP zero-shot", enabled=not (disable_tqdm or self.rank != 0)
+        )
         for task, indices in by_task.items():
             dataset, text = datasets[task], self.label_embeddings(datasets[task])
             for start in range(0, len(indices), self.batch_size):

@@ -96,10 +96,10 @@ def build_causal_lm(mllm) -> Any:
 
 def extract_llm(mllm_dir: str | Path, output_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``output_dir`` (atomically): the causal LM, its tokenizer and an ``emtbench_run.json``."""
-    from tqdm import tqdm
+    from emtbench.core.progress import progress_bar
 
     run = {"method": "extract-llm", "base_model": str(mllm_dir), "settings": {}}
-    steps = tqdm(total=3, desc="extract-llm", unit="step")
+    steps = progress_bar(total=3, desc="extract-llm", unit="step")
     steps.set_postfix_str("loading the MLLM")
     mllm, tokenizer, chat_template = load_mllm(mllm_dir)
     steps.update()

@@ -83,19 +83,21 @@ def run_lm_eval(argv: list[str]) -> int:
         setup_logging()
         cli = HarnessCLI()
         parsed = cli.parse_args()
+        settings = run_settings(parsed)
         if hasattr(parsed, "include_path"):
-            user_path = parsed.include_path
-            parsed.include_path = [user_path, str(TASKS_DIR)] if user_path else str(TASKS_DIR)
+            # A --config file's include_path is kept: lm-eval lets any command-line value replace the
+            # file's, and emtbench always passes one (its own task folder).
+            parsed.include_path = [*settings["include_path"], str(TASKS_DIR)]
+        if hasattr(parsed, "tasks"):  # `run`, not `ls` or `validate`
+            warn_missing_chat_template(
+                settings["model"], settings["model_args"], settings["apply_chat_template"]
+            )
         try:
             cli.execute(parsed)
         except ValueError as error:
             if str(error).startswith("Tasks not found"):
-                raise EmtbenchError(
-                    str(error),
-                    where="--tasks",
-                    fix="list the EMT tasks with `emtbench eval --help` and lm-eval's with "
-                    "`lm_eval ls tasks`; task names are comma-separated with no spaces",
-                ) from None
+                missing = [t.strip() for t in str(error).split(":", 1)[1].split(",") if t.strip()]
+                raise unknown_tasks_error(missing, task_manager(parsed.include_path, {})) from None
             raise
         output_path = getattr(parsed, "output_path", None)
         if output_path:
@@ -103,6 +105,132 @@ def run_lm_eval(argv: list[str]) -> int:
     finally:
         sys.argv = saved_argv
     return 0
+
+
+def _as_paths(value: Any) -> list[str]:
+    """An include_path value (None, a path, a comma-free list of paths) as a list."""
+    if not value:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value if v]
+    return [str(value)]
+
+
+def run_settings(parsed: Any) -> dict[str, Any]:
+    """What a parsed lm-eval command line will run with, its ``--config`` file merged in as lm-eval does
+    (the command line wins), for the settings emtbench checks or extends before the run: ``model``,
+    ``model_args`` (a dict), ``apply_chat_template`` and ``include_path`` (the file's paths kept too).
+    """
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+    from lm_eval.utils import simple_parse_args_string
+
+    from_file: dict[str, Any] = {}
+    config_path = getattr(parsed, "config", None)
+    if config_path:
+        try:
+            from_file = EvaluatorConfig.load_yaml_config(config_path)
+        except (FileNotFoundError, ValueError, TypeError) as error:
+            raise EmtbenchError(
+                str(error), where=f"--config {config_path}", fix="pass a YAML mapping"
+            ) from None
+
+    def value(name: str) -> Any:
+        given = getattr(parsed, name, None)
+        return given if given or given == 0 else from_file.get(name)
+
+    model_args = value("model_args") or {}
+    if isinstance(model_args, str):
+        model_args = simple_parse_args_string(model_args) if not model_args.lstrip().startswith("{") else {}
+    include = [*_as_paths(getattr(parsed, "include_path", None)), *_as_paths(from_file.get("include_path"))]
+    return {
+        "model": value("model") or "hf",
+        "model_args": dict(model_args) if isinstance(model_args, dict) else {},
+        "apply_chat_template": value("apply_chat_template") or False,
+        "include_path": list(dict.fromkeys(include)),
+    }
+
+
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+CHAT_TEMPLATE_CONFIGS = ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json")
+CHAT_TEMPLATE_MODELS = ("hf-multimodal",)
+"""lm-eval models that send the bare prompt unless ``--apply_chat_template`` is given."""
+
+
+def has_chat_template(pretrained: str) -> bool:
+    """Whether a model folder (or a Hub model already in the local cache) ships a chat template.
+
+    Only files are read (no model, processor or network): a ``chat_template.jinja``/``.json`` or a
+    ``chat_template`` entry in the processor's or tokenizer's config. A Hub id that is not cached
+    reads as False: the warning this feeds is advice, never a reason to download.
+    """
+    folder = Path(pretrained).expanduser()
+
+    def read(name: str) -> Path | None:
+        if folder.is_dir():
+            return folder / name if (folder / name).is_file() else None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(str(pretrained), name)
+        except Exception:  # not a repo id, or an unreadable cache: no advice
+            return None
+        return Path(found) if isinstance(found, str) else None
+
+    if any(read(name) is not None for name in CHAT_TEMPLATE_FILES):
+        return True
+    for name in CHAT_TEMPLATE_CONFIGS:
+        path = read(name)
+        if path is None:
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("chat_template"):
+            return True
+    return False
+
+
+def chat_template_warning(model: str, model_args: dict[str, Any], apply_chat_template: Any) -> str | None:
+    """The warning for an MLLM whose processor has a chat template, run without ``--apply_chat_template``."""
+    pretrained = model_args.get("pretrained")
+    if apply_chat_template or model not in CHAT_TEMPLATE_MODELS or not pretrained:
+        return None
+    if not has_chat_template(str(pretrained)):
+        return None
+    return (
+        f"{pretrained} has a chat template, but --apply_chat_template is not set: lm-eval will send the "
+        "bare prompt ('<image>What is ...') instead of the conversation the model was trained on, "
+        "which usually lowers accuracy; add --apply_chat_template (emtbench's examples and the "
+        "leaderboard use it)"
+    )
+
+
+def warn_missing_chat_template(model: str, model_args: dict[str, Any], apply_chat_template: Any) -> None:
+    message = chat_template_warning(model, model_args, apply_chat_template)
+    if message:
+        logger.warning(message)
+        print(f"emtbench eval: warning: {message}", file=sys.stderr)
+
+
+def unknown_tasks_error(missing: list[str], manager: Any) -> EmtbenchError:
+    """A named error for task names lm-eval does not know, with the closest names it does (difflib)."""
+    import difflib
+
+    names = list(getattr(manager, "all_tasks", []) or [])
+    hints = []
+    for name in missing:
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        if close:
+            hints.append(f"{name!r}: did you mean {', '.join(close)}?")
+    fix = "; ".join(hints) + "; " if hints else ""
+    return EmtbenchError(
+        f"unknown task(s) {', '.join(missing)}",
+        where="--tasks",
+        fix=fix + "list the EMT tasks with `emtbench eval --help` and lm-eval's with "
+        "`emtbench eval ls tasks`; task names are comma-separated with no spaces, and task folders "
+        "of your own go in --include_path",
+    )
 
 
 def scrub_results_files(output_path: Path, *, since: float) -> list[Path]:
@@ -362,11 +490,8 @@ def evaluate(options: EvaluateOptions | None = None, /, **values: Any) -> Evalua
     manager = task_manager([*options.include_path, str(TASKS_DIR)], metadata)
     missing = [task for task in options.tasks if not manager.match_tasks([task])]
     if missing:
-        raise EmtbenchError(
-            f"unknown task(s) {', '.join(missing)}",
-            where="--tasks",
-            fix="list them with `emtbench eval ls tasks`",
-        )
+        raise unknown_tasks_error(missing, manager)
+    warn_missing_chat_template(options.model, options.model_args, options.apply_chat_template)
     tracker = EvaluationTracker(output_path=str(options.output_path) if options.output_path else None)
     seed = options.seed
     results = simple_evaluate(

@@ -141,7 +141,10 @@ def load_task_dataset(emt_dataset: str, **metadata: Any):
     """``custom_dataset`` hook: the task's evaluation split as a one-split ``DatasetDict``."""
     import datasets
 
+    from emtbench.tasks.provenance import PROVENANCE_KEY
+
     check_metadata_keys(cli_metadata())
+    metadata.pop(PROVENANCE_KEY, None)  # a task config rebuilt from a results file records its last run
     freeze_heap_for_generation()
     dataset = get_dataset(emt_dataset)
     options = DataOptions.from_metadata(metadata)
@@ -163,8 +166,12 @@ def doc_to_target(doc: dict) -> str:
     return get_dataset(doc["emt_task"]).labels[doc["label"]]
 
 
-def _judge_for(task: str) -> Judge:
+def judge_for_task(task: str) -> Judge:
+    """The judge of an EMT task's current run (the one its ``--metadata`` asked for; ``rule`` by default)."""
     return _JUDGES.get(task) or _JUDGES.setdefault(task, make_judge({}))
+
+
+_judge_for = judge_for_task
 
 
 def _item(doc: dict, answer: str) -> JudgeItem:

@@ -187,7 +187,8 @@ class EMTTaskRunner:
 
     def evaluate(self, vlm: Any, device_batch_size: int, num_workers: int) -> None:
         from torch.utils.data import DataLoader, DistributedSampler
-        from tqdm.auto import tqdm
+
+        from emtbench.core.progress import progress_bar
 
         settings = generation_settings()
         if hasattr(vlm, "set_generate_kwargs"):
@@ -215,8 +216,8 @@ class EMTTaskRunner:
         )
         results: dict[int, dict[str, Any]] = {}
         try:
-            for ids, prompts, pixel_values, labels in tqdm(
-                loader, desc=f"=>> {self.variant.dataset_id}", disable=not state.is_main_process
+            for ids, prompts, pixel_values, labels in progress_bar(
+                loader, desc=f"=>> {self.variant.dataset_id}", enabled=state.is_main_process
             ):
                 answers = vlm.generate_answer(_to_device(pixel_values, state.device), prompts)
                 for example_id, prompt, label, answer in zip(ids, prompts, labels, answers, strict=True):

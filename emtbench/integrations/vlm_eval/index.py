@@ -70,12 +70,12 @@ def build_index(variant: EMTVariant, root_dir: str | Path, *, overwrite: bool = 
     data = subset(data, variant.data.fraction, variant.data.seed)
     data = data.cast_column("image", datasets.Image(decode=False))
     examples: dict[str, dict[str, Any]] = {}
-    from tqdm.auto import tqdm
+    from emtbench.core.progress import progress_bar
 
     with staged_directory(root_dir / variant.folder) as staging:
         (staging / "images").mkdir()
         for example_id, row in enumerate(
-            tqdm(data, total=len(data), desc=f"indexing {variant.dataset_id}", disable=len(data) < 2000)
+            progress_bar(data, total=len(data), desc=f"indexing {variant.dataset_id}", min_items=2000)
         ):
             payload, suffix = _image_bytes(row["image"])
             name = f"images/{row['emt_row']:06d}{suffix}"

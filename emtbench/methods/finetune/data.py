@@ -192,12 +192,11 @@ def _llava_json_conversations(path: Path, image_root: str | None):
 
 def _check_images(paths: list[str], source: Path) -> None:
     """Decode-check every image once before training: a broken one would stop the Trainer mid-run."""
-    from tqdm.auto import tqdm
-
     from emtbench.core.images import check_image
+    from emtbench.core.progress import progress_bar
 
-    for image in tqdm(
-        paths, desc="checking training images", unit="image", disable=len(paths) < 2000, leave=False
+    for image in progress_bar(
+        paths, desc="checking training images", unit="image", min_items=2000, leave=False
     ):
         try:
             check_image(image, image)

@@ -52,11 +52,24 @@ class TrainingOptions:
     seed: int = option(0, help="seed for data order, sampling and init")
     save_steps: int = option(500, help="Trainer checkpoint interval")
     logging_steps: int = option(10, help="loss logging interval")
+    report_to: str = option(
+        "none",
+        help="where the Trainer also reports its logs: tensorboard, wandb (comma-separate both) or none "
+        "(default); the log history is always kept in OUTPUT/trainer_state.json, TensorBoard's in OUTPUT/runs",
+    )
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+    """Further transformers ``TrainingArguments`` fields, e.g. ``{"max_grad_norm": 0.5}``; on the command
+    line any ``--FIELD VALUE`` emtbench has no flag for (:mod:`emtbench.methods.finetune.trainer_args`)."""
 
     def __post_init__(self) -> None:
+        from emtbench.methods.finetune.trainer_args import check_trainer_args, report_to_list
+
         for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise EmtbenchError(f"{name} must be at least 1", where=f"--{name.replace('_', '-')}")
+        report_to_list(self.report_to)  # a typo or a missing package fails before anything loads
+        if self.trainer_args:
+            check_trainer_args(self.trainer_args)
         if self.max_steps <= 0 and self.epochs <= 0:
             raise EmtbenchError("train for some epochs or steps", where="--epochs/--max-steps")
 
@@ -140,13 +153,22 @@ class TrainSettings:
         training = self.training
         if training.learning_rate == self.method_object.default_learning_rate:
             training = dataclasses.replace(training, learning_rate=None)
-        return [*to_argv(training), *to_argv(self.options)]
+        from emtbench.methods.finetune.trainer_args import trainer_args_argv
+
+        return [*to_argv(training), *to_argv(self.options), *trainer_args_argv(training.trainer_args)]
 
     def record(self) -> dict[str, Any]:
-        """The flat ``settings`` object of ``emtbench_run.json``."""
+        """The flat ``settings`` object of ``emtbench_run.json``.
+
+        ``report_to`` and ``trainer_args`` appear only when set, so a default run's record is what it
+        was before they existed (and ``--output`` still recognises an identical earlier run)."""
+        training = dataclasses.asdict(self.training)
+        for name, unset in (("report_to", "none"), ("trainer_args", {})):
+            if training.get(name) == unset:
+                training.pop(name)
         return {
             "method": self.method,
-            **dataclasses.asdict(self.training),
+            **training,
             **LEGACY_RECORD_DEFAULTS,
             **dataclasses.asdict(self.options),
         }

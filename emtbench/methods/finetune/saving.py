@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from emtbench.methods.finetune.options import TrainSettings
     from emtbench.methods.finetune.trainer import TrainResult
 
+TRAINER_STATE_FILE = "trainer_state.json"
+"""The Trainer's state (log history, steps, best metric) the output folder keeps."""
 FINAL_DIR = "final"
 """Folder inside the checkpoint folder where ``Trainer.save_model`` writes the gathered final weights."""
 
@@ -78,6 +80,11 @@ def load_trained(directory: Path, model_path: str, settings: TrainSettings) -> t
 
 
 def save_result(result: TrainResult, staging: Path) -> None:
-    """The ``write_model_dir`` save step: safetensors model (or peft adapter) plus processor."""
+    """The ``write_model_dir`` save step: safetensors model (or peft adapter), processor, training logs."""
     result.model.save_pretrained(staging)
     result.processor.save_pretrained(staging)
+    for path in getattr(result, "logs", ()):
+        if path.is_dir():
+            shutil.copytree(path, staging / path.name, dirs_exist_ok=True)
+        elif path.is_file():
+            shutil.copy2(path, staging / path.name)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from emtbench.core.errors import EmtbenchError
 from emtbench.methods.finetune.data import ConversationCollator
 from emtbench.methods.finetune.prepare import load_model_and_processor, prepare_model, trainable_count
-from emtbench.methods.finetune.saving import FINAL_DIR, load_trained, save_trained
+from emtbench.methods.finetune.saving import FINAL_DIR, TRAINER_STATE_FILE, load_trained, save_trained
 
 if TYPE_CHECKING:
     from emtbench.methods.finetune.options import TrainSettings
@@ -31,12 +31,18 @@ class TrainResult:
     processor: Any
     parameters: dict[str, Any]
     train_metrics: dict[str, Any] = field(default_factory=dict)
+    logs: list[Path] = field(default_factory=list)
+    """Files and folders the output keeps from training: ``trainer_state.json`` (the log history) and
+    the TensorBoard ``runs/`` folder (with ``--report-to tensorboard``)."""
 
 
 def training_arguments(settings: TrainSettings, checkpoint_dir: Path):
     """The Trainer's arguments. Built before the model is loaded so DeepSpeed ZeRO-3 can partition at load."""
     import torch
     from transformers import TrainingArguments
+
+    from emtbench.core.progress import progress_enabled
+    from emtbench.methods.finetune.trainer_args import report_to_list
 
     training = settings.training
     use_bf16 = training.bf16
@@ -47,7 +53,7 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path):
     checkpointing = (
         "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     )
-    return TrainingArguments(
+    arguments = dict(
         output_dir=str(checkpoint_dir),
         per_device_train_batch_size=training.batch_size,
         gradient_accumulation_steps=training.grad_accum,
@@ -69,10 +75,14 @@ def training_arguments(settings: TrainSettings, checkpoint_dir: Path):
         save_total_limit=1,
         seed=training.seed,
         data_seed=training.seed,
-        report_to="none",
+        report_to=report_to_list(training.report_to),
+        disable_tqdm=not progress_enabled(),
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    # Further TrainingArguments fields (--max_grad_norm 0.5, --save_strategy epoch, ...) as given;
+    # those emtbench has flags for were refused by name when the options were made.
+    return TrainingArguments(**{**arguments, **training.trainer_args})
 
 
 def train(
@@ -112,6 +122,12 @@ def train(
     output = trainer.train(resume_from_checkpoint=resume_from or None)
     final_dir = checkpoint_dir / FINAL_DIR
     save_trained(trainer, final_dir)
+    logs = []
+    if trainer.is_world_process_zero():
+        trainer.state.save_to_json(str(final_dir / TRAINER_STATE_FILE))  # the whole log history
+        logs.append(final_dir / TRAINER_STATE_FILE)
+        if (checkpoint_dir / "runs").is_dir():
+            logs.append(checkpoint_dir / "runs")  # TensorBoard's event files (--report-to tensorboard)
     metrics = {k: v for k, v in output.metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
     metrics["global_step"] = output.global_step
     if resume_from:
@@ -127,7 +143,7 @@ def train(
     if not PartialState().is_main_process:
         return TrainResult(None, processor, {}, metrics)
     model, parameters = load_trained(final_dir, model_path, settings)
-    return TrainResult(model, processor, {"trained": trained, **parameters}, metrics)
+    return TrainResult(model, processor, {"trained": trained, **parameters}, metrics, logs)
 
 
 def warmup_scheduler(

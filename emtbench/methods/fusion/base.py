@@ -298,7 +298,7 @@ def merge_state(
 
 
 def progress(names: Sequence[str], method: str, context: MergeContext):
-    """A progress bar over the parameters a method merges."""
-    from tqdm.auto import tqdm
+    """A progress bar over the parameters a method merges (off with ``--no-progress``)."""
+    from emtbench.core.progress import progress_bar
 
-    return tqdm(names, desc=method, unit="tensor", disable=not context.progress)
+    return progress_bar(names, desc=method, unit="tensor", enabled=context.progress)

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.progress import progress_bar
 
 FROZEN_PARTS = ("embeddings", "lm_head", "vision_tower")
 """Parts left at pre-trained values unless ``--copy-finetuned`` names them."""
@@ -274,7 +274,7 @@ def calibration_batches(
     collator = ConversationCollator(processor)
     batches = [
         collator([rows[index] for index in range(start, min(start + batch_size, len(rows)))])
-        for start in tqdm(range(0, len(rows), batch_size), desc=f"calibration {spec}", unit="batch")
+        for start in progress_bar(range(0, len(rows), batch_size), desc=f"calibration {spec}", unit="batch")
     ]
     check_target_tokens(batches, spec)
     return batches

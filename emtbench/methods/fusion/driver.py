@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.progress import progress_bar
 from emtbench.methods.fusion.tailor import (
     HessianAccumulator,
     TailorConfig,
@@ -315,7 +315,7 @@ def tailor_model(
 
     last_with_targets = max((index for index, entry in enumerate(plan) if entry[3]), default=-1)
     decoder_inputs: list[list[CapturedInputs]] | None = None
-    bar = tqdm(plan[: last_with_targets + 1], desc="tailor", unit="block", disable=not progress)
+    bar = progress_bar(plan[: last_with_targets + 1], desc="tailor", unit="block", enabled=progress)
     for index, (block_name, block, is_projector, targets) in enumerate(bar):
         bar.set_postfix_str(block_name)
         if is_projector:

@@ -60,10 +60,10 @@ class PrismaticLM(LM):
         return builder.get_prompt()
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from tqdm.auto import tqdm
+        from emtbench.core.progress import progress_bar
 
         answers = []
-        for request in tqdm(requests, disable=disable_tqdm, desc="prismatic generate"):
+        for request in progress_bar(requests, enabled=not disable_tqdm, desc="prismatic generate"):
             context, gen_kwargs, *rest = request.args
             visuals = rest[0].get("visual", []) if rest else []
             if len(visuals) != 1:

@@ -420,12 +420,11 @@ def load_vl_dataset(name: str, *, slim: bool, data_dir: str | None = None, split
 
 def _check_local_images(paths: list[str], name: str) -> None:
     """Decode-check each image once before the run (a broken one would stop lm-eval mid-run)."""
-    from tqdm.auto import tqdm
-
     from emtbench.core.images import check_image
+    from emtbench.core.progress import progress_bar
 
-    for path in tqdm(
-        paths, desc=f"checking {name} images", unit="image", disable=len(paths) < 2000, leave=False
+    for path in progress_bar(
+        paths, desc=f"checking {name} images", unit="image", min_items=2000, leave=False
     ):
         try:
             check_image(path, path)

@@ -46,7 +46,8 @@ class Graft(TaskVectorMerge):
     def merge(self, pretrained, deltas, parameters, context):
         """Optimise logits S of Θ_pre + σ(S) ⊙ δ on the target loss, then keep the top-density S."""
         import torch
-        from tqdm.auto import tqdm
+
+        from emtbench.core.progress import progress_bar
 
         model = context.model
         if model is None or not context.calibration:
@@ -69,7 +70,7 @@ class Graft(TaskVectorMerge):
         optimizer = torch.optim.Adam(logits.values(), lr=parameters.lr)
         batches = [batch for task in context.calibration for batch in task]
         torch.manual_seed(context.seed)
-        bar = tqdm(range(parameters.steps), desc="graft", unit="step", disable=not context.progress)
+        bar = progress_bar(range(parameters.steps), desc="graft", unit="step", enabled=context.progress)
         for step in bar:
             batch = batches[step % len(batches)]
             weights = {
