@@ -209,9 +209,25 @@ def bootstrap_statistic_ci(
     return float(low), float(high)
 
 
-def bootstrap_ci(scores: Sequence[float] | np.ndarray, **options) -> tuple[float, float]:
-    """Interval (in %) of one task's accuracy from its per-sample scores."""
-    return bootstrap_statistic_ci([scores], lambda accuracies: accuracies[:, 0], **options)
+def bootstrap_ci(
+    scores: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: Seed = 0,
+) -> tuple[float, float]:
+    """Interval (in %) of one task's accuracy from its per-sample scores.
+
+    Drawn with :func:`resample_counts` (the draw the leaderboard shares between a task's runs), so the
+    leaderboard's ``accuracy_ci`` of a task is ``bootstrap_ci(scores, seed=task_seed(seed, task))``
+    on the scores in doc_id order.
+    """
+    scores = np.asarray(scores, dtype=float).ravel()
+    if scores.size == 0:
+        raise EmtbenchError("cannot bootstrap zero samples")
+    resampled = resample_counts(scores.size, resamples, seed) @ scores * 100.0 / scores.size
+    low, high = percentile_interval(resampled, confidence)
+    return float(low), float(high)
 
 
 def group_score_ci(samples: Sequence[Sequence[float] | np.ndarray], **options) -> tuple[float, float]:
@@ -294,7 +310,7 @@ def paired_delta_ci(
     """
     base, run = _aligned_pair(base_scores, run_scores)
     counts = resample_counts(base.size, resamples, seed)
-    resampled = counts @ (base - run) * (100.0 / base.size)
+    resampled = counts @ (base - run) * 100.0 / base.size
     low, high = percentile_interval(resampled, confidence)
     return float(low), float(high)
 
@@ -323,7 +339,7 @@ def paired_statistic_ci(
         base, run = _aligned_pair(base_scores, run_scores)
         task_seed_ = seeds[index] if seeds is not None else (*np.atleast_1d(seed).tolist(), index)
         counts = resample_counts(base.size, resamples, task_seed_)
-        both = counts @ np.stack([base, run], axis=1) * (100.0 / base.size)
+        both = counts @ np.stack([base, run], axis=1) * 100.0 / base.size
         base_acc.append(both[:, 0])
         run_acc.append(both[:, 1])
     low, high = percentile_interval(statistic(np.stack(base_acc, 1), np.stack(run_acc, 1)), confidence)
