@@ -211,15 +211,14 @@ def _num_cell(
 
 
 def _change_note(row: Row, task: str) -> str:
-    """Tooltip text for a fine-tuned run's accuracy cell: its forgetting and the paired interval."""
-    if task not in row.forgetting:
-        return ""
-    text = f"forgetting vs {row.entry.base}: {row.forgetting[task]:+.2f} points"
+    """Tooltip of a fine-tuned run's accuracy cell: its forgetting and paired interval (where there is one)."""
     ci = row.forgetting_ci.get(task)
-    if ci is not None:
-        verdict = "significant" if significant(ci) else "not significant"
-        text += f", paired 95% interval {_fmt(ci[0])}–{_fmt(ci[1])} ({verdict})"
-    return text
+    if ci is None or task not in row.forgetting:
+        return ""
+    verdict = "significant" if significant(ci) else "not significant"
+    return (
+        f"forgetting {row.forgetting[task]:+.2f}, paired 95% interval {_fmt(ci[0])}–{_fmt(ci[1])} ({verdict})"
+    )
 
 
 def _text_cell(text: str | None, html_text: str | None = None) -> str:
