@@ -148,5 +148,5 @@ def test_read_samples_carries_doc_ids(tmp_path):
     ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     samples = read_samples(path)
-    assert samples.doc_ids == (7, 3) and samples.scores.tolist() == [1.0, 0.0]
-    assert read_samples(path, filter_name="strict").doc_ids == (7,)
+    assert samples.doc_ids.tolist() == [7, 3] and samples.scores.tolist() == [1.0, 0.0]
+    assert read_samples(path, filter_name="strict").doc_ids.tolist() == [7]

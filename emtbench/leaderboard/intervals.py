@@ -58,15 +58,16 @@ class _Column:
 
 def _column(samples: SampleScores) -> _Column:
     ids = samples.doc_ids
+    if ids.dtype == np.int64:
+        order = np.argsort(ids, kind="stable")
+        return _Column(samples.scores[order], ids[order], samples)
     if any(doc_id is None for doc_id in ids):
         return _Column(samples.scores, None, samples)
-    if all(doc_id.__class__ is int for doc_id in ids):
-        keys = np.asarray(ids, dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        return _Column(samples.scores[order], keys[order], samples)
     text = [doc_id if doc_id.__class__ is str else json.dumps(doc_id, sort_keys=True) for doc_id in ids]
     order = np.asarray(sorted(range(len(text)), key=text.__getitem__), dtype=np.intp)
-    return _Column(samples.scores[order], np.asarray([text[i] for i in order], dtype=object), samples)
+    keys = np.empty(len(text), dtype=object)
+    keys[:] = [text[i] for i in order]
+    return _Column(samples.scores[order], keys, samples)
 
 
 def _same_documents(first: _Column, second: _Column) -> bool:
@@ -74,7 +75,10 @@ def _same_documents(first: _Column, second: _Column) -> bool:
 
 
 class _TaskResamples:
-    """Resampled accuracies (%) of every run on one task: blocks of shape (resamples, runs), one per n."""
+    """Resampled accuracies (%) of every run on one task: blocks of shape (runs, resamples), one per n.
+
+    Runs are rows, so each run's resamples are contiguous for the percentile and the row gathers.
+    """
 
     def __init__(self, task: str, columns: dict[str, _Column], resamples: int, seed: int) -> None:
         self.columns = columns
@@ -84,21 +88,21 @@ class _TaskResamples:
         self.blocks: list[np.ndarray] = []
         for n, names in by_size.items():
             counts = resample_counts(n, resamples, task_seed(seed, task))
-            scores = np.stack([columns[name].scores for name in names], axis=1)
-            self.blocks.append(counts @ scores * 100.0 / n)
+            scores = np.stack([columns[name].scores for name in names])
+            self.blocks.append(scores @ counts.T * 100.0 / n)
             for index, name in enumerate(names):
                 columns[name].block, columns[name].column = len(self.blocks) - 1, index
 
     def of(self, names: list[str]) -> np.ndarray:
-        """(resamples, len(names)) resampled accuracies of the named runs."""
+        """(len(names), resamples) resampled accuracies of the named runs."""
         first = self.columns[names[0]].block
         if all(self.columns[name].block == first for name in names):
-            return self.blocks[first][:, [self.columns[name].column for name in names]]
-        return np.stack([self.blocks[self.columns[n].block][:, self.columns[n].column] for n in names], 1)
+            return self.blocks[first][[self.columns[name].column for name in names]]
+        return np.stack([self.blocks[self.columns[n].block][self.columns[n].column] for n in names])
 
 
 def _harmonic(stack: list[np.ndarray]) -> np.ndarray:
-    """Harmonic mean over a list of (resamples, runs) accuracy arrays; 0 where any accuracy is 0."""
+    """Harmonic mean over a list of (runs, resamples) accuracy arrays; 0 where any accuracy is 0."""
     inverse = np.zeros_like(stack[0])
     zero = np.zeros(stack[0].shape, dtype=bool)
     with np.errstate(divide="ignore"):
@@ -155,12 +159,16 @@ def compute_intervals(
 
     def _task_intervals(task: str, found: _TaskResamples) -> None:
         names = list(found.columns)
-        for name, pair in zip(names, _pairs(percentile_interval(found.of(names), confidence)), strict=True):
+        for name, pair in zip(
+            names, _pairs(percentile_interval(found.of(names), confidence, axis=1)), strict=True
+        ):
             rows[name].ci[task] = pair
         paired = sorted(fast.get(task, ()))
         if paired:
             difference = found.of([bases[name] for name in paired]) - found.of(paired)
-            for name, pair in zip(paired, _pairs(percentile_interval(difference, confidence)), strict=True):
+            for name, pair in zip(
+                paired, _pairs(percentile_interval(difference, confidence, axis=1)), strict=True
+            ):
                 rows[name].forgetting_ci[task] = pair
         for name in names:
             base = bases.get(name)
@@ -217,8 +225,10 @@ def compute_intervals(
             run_acc = [task_resamples(task).of(quick) for task in datasets]
             difference = _harmonic(base_acc) - _harmonic(run_acc)
             if group in NL_PARTS:
-                group_draws[group] = dict(zip(quick, difference.T, strict=True))
-            for name, pair in zip(quick, _pairs(percentile_interval(difference, confidence)), strict=True):
+                group_draws[group] = dict(zip(quick, difference, strict=True))
+            for name, pair in zip(
+                quick, _pairs(percentile_interval(difference, confidence, axis=1)), strict=True
+            ):
                 rows[name].delta_ci[group] = pair
         for name in candidates:
             if name in quick:
@@ -257,9 +267,10 @@ def compute_intervals(
         both = [name for name in group_draws[NL_PARTS[0]] if name in group_draws[NL_PARTS[1]]]
         if both:
             mean_draws = np.stack(
-                [(group_draws[NL_PARTS[0]][name] + group_draws[NL_PARTS[1]][name]) / 2 for name in both], 1
+                [(group_draws[NL_PARTS[0]][name] + group_draws[NL_PARTS[1]][name]) / 2 for name in both]
             )
-            for name, pair in zip(both, _pairs(percentile_interval(mean_draws, confidence)), strict=True):
+            intervals = percentile_interval(mean_draws, confidence, axis=1)
+            for name, pair in zip(both, _pairs(intervals), strict=True):
                 rows[name].delta_ci[NL_GROUP] = pair
     return notes
 

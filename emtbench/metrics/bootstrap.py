@@ -19,8 +19,10 @@ matrix product, so a leaderboard resamples a task once for all of its runs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import methodcaller
 from pathlib import Path
 from zlib import crc32
 
@@ -47,7 +49,8 @@ class SampleScores:
     """One task's per-document scores of one model, in file order, with each document's ``doc_id``."""
 
     scores: np.ndarray
-    doc_ids: tuple[object, ...]
+    doc_ids: np.ndarray
+    """int64 when every doc_id is an integer (lm-eval's case), else an object array (None where absent)."""
 
     def __len__(self) -> int:
         return int(self.scores.size)
@@ -69,23 +72,97 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
 def read_samples(path: str | Path, metric: str = "acc", filter_name: str | None = None) -> SampleScores:
     """:func:`read_sample_scores` plus each scored document's ``doc_id`` (None where a line has none)."""
     path = Path(path)
-    by_filter, doc_ids = _read_by_filter(path, metric)
+    fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
+    text = read_text(path, what="samples file", fix=fix)
+    found = _read_fast(text, metric)
+    if found is None:  # something unusual: the strict reader names it, or reads it the careful way
+        by_filter, doc_ids = _read_by_filter(path, metric, text)
+        found = {
+            key: (np.asarray(scores, dtype=float), _id_array([doc_id for doc_id, _ in doc_ids[key]]))
+            for key, scores in by_filter.items()
+        }
     if filter_name is None:
-        filter_name = "none" if "none" in by_filter else sorted(by_filter)[0]
-    if filter_name not in by_filter:
-        raise EmtbenchError(
-            f"no samples for filter {filter_name!r} (found {sorted(by_filter)})", where=str(path)
-        )
-    return SampleScores(
-        np.asarray(by_filter[filter_name], dtype=float), tuple(doc_id for doc_id, _ in doc_ids[filter_name])
-    )
+        filter_name = "none" if "none" in found else sorted(found)[0]
+    if filter_name not in found:
+        raise EmtbenchError(f"no samples for filter {filter_name!r} (found {sorted(found)})", where=str(path))
+    scores, doc_ids = found[filter_name]
+    return SampleScores(scores, doc_ids)
+
+
+def _id_array(doc_ids: list) -> np.ndarray:
+    if doc_ids and set(map(type, doc_ids)) == {int}:
+        try:
+            return np.asarray(doc_ids, dtype=np.int64)
+        except OverflowError:
+            pass
+    array = np.empty(len(doc_ids), dtype=object)
+    array[:] = doc_ids
+    return array
+
+
+_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=tuple, parse_constant=lambda name: float("nan"))
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_NUMBER_TYPES = {float, int}
+
+
+def _read_fast(text: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The common, well-formed file at C speed: per filter, (scores, doc_ids); None = let the strict reader look.
+
+    Objects are decoded as tuples of (key, value) pairs (a builtin hook, no Python frame per object),
+    so a repeated top-level key shows as a dict shorter than its pairs. Anything this path does not
+    fully vouch for (a NaN or an overflowing number, a duplicate key, a line that is not an object, an
+    unscored or out-of-range value, a repeated doc_id, an escaped surrogate) returns None, and the strict
+    line-by-line reader gives the named error or reads the file its careful way. Nested objects (the
+    logged ``doc``, ``arguments``) are not used and not checked for duplicate keys here.
+    """
+    if _ESCAPED_SURROGATE.search(text) or "NaN" in text or "Infinity" in text:
+        return None
+    # One line per record: joining them with commas makes one JSON array (a blank line in the
+    # middle makes ",," and so the strict reader; JSON strings cannot hold a raw newline).
+    body = text.strip().replace("\r\n", "\n").replace("\n", ",")
+    try:
+        records = _PAIRS_DECODER.decode("[" + body + "]")
+    except (ValueError, RecursionError):
+        return None
+    if not records or set(map(type, records)) != {tuple}:
+        return None
+    dicts = list(map(dict, records))
+    if list(map(len, dicts)) != list(map(len, records)):
+        return None  # a repeated key in a line
+    scores = list(map(methodcaller("get", metric, _MISSING), dicts))
+    if set(map(type, scores)) - _NUMBER_TYPES:
+        return None  # unscored lines (judge errors), booleans, strings: the strict reader decides
+    values = np.asarray(scores, dtype=float)
+    if not (np.all(values >= 0.0) and np.all(values <= 1.0)):
+        return None
+    filters = list(map(methodcaller("get", "filter", "none"), dicts))
+    doc_ids = list(map(methodcaller("get", "doc_id"), dicts))
+    names = set(filters)
+    if set(map(type, names)) != {str}:
+        return None
+    found = {}
+    if len(names) == 1:
+        groups = {filters[0]: (values, doc_ids)}
+    else:
+        keys = np.asarray(filters, dtype=object)
+        groups = {}
+        for name in names:
+            mask = keys == name
+            groups[name] = (values[mask], [doc_ids[i] for i in np.flatnonzero(mask)])
+    for name, (group_values, group_ids) in groups.items():
+        ids = _id_array(group_ids)
+        if ids.dtype != np.int64:
+            return None  # doc_ids that are not plain integers: checked the strict way
+        if not np.all(ids[1:] > ids[:-1]) and np.unique(ids).size != ids.size:  # lm-eval logs them in order
+            return None  # a repeated doc_id: the strict reader names the line
+        found[name] = (group_values, ids)
+    return found
 
 
 def _read_by_filter(
-    path: Path, metric: str
+    path: Path, metric: str, text: str
 ) -> tuple[dict[str, list[float]], dict[str, list[tuple[object, int]]]]:
     fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
-    text = read_text(path, what="samples file", fix=fix)
     numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     try:  # one C-level parse of the whole file is faster than a parse per line
         records = parse_json("[" + ",".join(line for _, line in numbered) + "]", str(path))
@@ -272,12 +349,14 @@ def task_seed(seed: int, task: str) -> tuple[int, int]:
     return (int(seed), crc32(task.encode("utf-8")))
 
 
-def percentile_interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> np.ndarray:
-    """Percentile interval of resampled values along axis 0: shape (2, ...) as (low, high)."""
+def percentile_interval(
+    values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE, axis: int = 0
+) -> np.ndarray:
+    """Percentile interval of resampled values along ``axis``: shape (2, ...) as (low, high)."""
     if not 0.0 < confidence < 1.0:
         raise EmtbenchError(f"confidence must be in (0, 1), got {confidence}")
     tail = 100.0 * (1.0 - confidence) / 2.0
-    return np.percentile(values, [tail, 100.0 - tail], axis=0)
+    return np.percentile(values, [tail, 100.0 - tail], axis=axis)
 
 
 def _aligned_pair(base_scores, run_scores) -> tuple[np.ndarray, np.ndarray]:
