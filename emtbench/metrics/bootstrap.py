@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from zlib import crc32
 
@@ -100,43 +100,66 @@ def _id_array(doc_ids: list) -> np.ndarray:
     return array
 
 
-_PAIRS_DECODER = json.JSONDecoder(object_pairs_hook=tuple, parse_constant=lambda name: float("nan"))
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+_PLAIN_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 _NUMBER_TYPES = {float, int}
+_DICT = {dict}
 
 
 def _read_fast(text: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
     """The common, well-formed file at C speed: per filter, (scores, doc_ids); None = let the strict reader look.
 
-    Objects are decoded as tuples of (key, value) pairs (a builtin hook, no Python frame per object),
-    so a repeated top-level key shows as a dict shorter than its pairs. Anything this path does not
-    fully vouch for (a NaN or an overflowing number, a duplicate key, a line that is not an object, an
-    unscored or out-of-range value, a repeated doc_id, an escaped surrogate) returns None, and the strict
-    line-by-line reader gives the named error or reads the file its careful way. Nested objects (the
-    logged ``doc``, ``arguments``) are not used and not checked for duplicate keys here.
+    The whole file is one C-level ``json`` parse into plain dicts, with no Python hook per object.
+    What the hooks of the strict reader check is checked on the result instead: each key this reader
+    uses (the metric, ``doc_id``, ``filter``) occurs in the text exactly as often as the parsed lines
+    hold it, so none is repeated within a line (and none hides in a nested object); NaN and Infinity
+    stop the parse; escaped surrogates are not in the text; scores are numbers in [0, 1] (an
+    overflowing 1e999 is not). Anything this path does not fully vouch for (also: a line that is not an
+    object, an unscored line, a missing, repeated or non-integer doc_id) returns None, and the strict
+    line-by-line reader gives the named error or reads the file its careful way. Not checked here: keys
+    this reader does not use, and a repeated key spelled with ``\\u`` escapes (``"\\u0061cc"``).
     """
-    if _ESCAPED_SURROGATE.search(text) or "NaN" in text or "Infinity" in text:
+    if _ESCAPED_SURROGATE.search(text):
         return None
     # One line per record: joining them with commas makes one JSON array (a blank line in the
     # middle makes ",," and so the strict reader; JSON strings cannot hold a raw newline).
     body = text.strip().replace("\r\n", "\n").replace("\n", ",")
     try:
-        records = _PAIRS_DECODER.decode("[" + body + "]")
+        records = _PLAIN_DECODER.decode("[" + body + "]")
     except (ValueError, RecursionError):
         return None
-    if not records or set(map(type, records)) != {tuple}:
+    if not records or set(map(type, records)) != _DICT:
         return None
-    dicts = list(map(dict, records))
-    if list(map(len, dicts)) != list(map(len, records)):
-        return None  # a repeated key in a line
-    scores = list(map(methodcaller("get", metric, _MISSING), dicts))
+    try:
+        scores = list(map(itemgetter(metric), records))
+    except KeyError:
+        return None  # unscored lines (judge errors): the strict reader decides what they mean
     if set(map(type, scores)) - _NUMBER_TYPES:
-        return None  # unscored lines (judge errors), booleans, strings: the strict reader decides
+        return None  # booleans, strings, null
     values = np.asarray(scores, dtype=float)
     if not (np.all(values >= 0.0) and np.all(values <= 1.0)):
         return None
-    filters = list(map(methodcaller("get", "filter", "none"), dicts))
-    doc_ids = list(map(methodcaller("get", "doc_id"), dicts))
+    doc_ids = list(map(methodcaller("get", "doc_id"), records))
+    if None in doc_ids:
+        return None
+    filters = list(map(methodcaller("get", "filter", _MISSING), records))
+    unfiltered = filters.count(_MISSING)
+    if unfiltered:
+        filters = ["none" if name is _MISSING else name for name in filters]
+    # Each string token "acc" / "doc_id" / "filter" in the text (a key in any spacing, or a value) must
+    # be one the parse accounts for: the top-level key of each line, and the metric's own name in each
+    # line's "metrics" list. A repeated key, one in a nested object, or any other such string is more.
+    listed = sum(map(methodcaller("count", metric), map(methodcaller("get", "metrics", ()), records)))
+    if (
+        text.count(json.dumps(metric)) != len(records) + listed
+        or text.count('"doc_id"') != len(records)
+        or text.count('"filter"') != len(records) - unfiltered
+    ):
+        return None  # a key repeated in a line, inside a nested object, or spelled unusually
     names = set(filters)
     if set(map(type, names)) != {str}:
         return None
