@@ -188,6 +188,12 @@ def test_fast_reader_agrees_with_the_strict_reader(tmp_path, lm_eval_run):
     "line",
     [
         '{"doc_id": 0, "acc": 0.0, "acc": 1.0}',  # duplicate key
+        '{"doc_id": 0, "acc" : 0.0, "acc": 1.0}',  # duplicate key, spaced
+        '{"doc_id": 0, "doc_id": 2, "acc": 1.0}',
+        '{"doc_id": 0, "filter": "none", "filter": "strict", "acc": 1.0}',
+        '{"doc_id": 0, "acc": 1.0, "doc": {"acc": 0.5}}',  # a nested key of the same name
+        '{"doc_id": 0, "acc": Infinity}',
+        '{"acc": 1.0}',  # no doc_id
         '{"doc_id": 0, "acc": NaN}',
         '{"doc_id": 0, "acc": 1e999}',
         '{"doc_id": 0, "acc": true}',

@@ -150,12 +150,14 @@ def _read_fast(text: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray
     unfiltered = filters.count(_MISSING)
     if unfiltered:
         filters = ["none" if name is _MISSING else name for name in filters]
-    # Each string token "acc" / "doc_id" / "filter" in the text (a key in any spacing, or a value) must
-    # be one the parse accounts for: the top-level key of each line, and the metric's own name in each
-    # line's "metrics" list. A repeated key, one in a nested object, or any other such string is more.
-    listed = sum(map(methodcaller("count", metric), map(methodcaller("get", "metrics", ()), records)))
+    # Every occurrence of these keys in the text must be one the parse accounts for: the metric as
+    # '"acc":' once per line and never followed by a space (a key spelled '"acc" :' would not be
+    # counted); "doc_id" and "filter" as string tokens at all (keys in any spacing, or values). A key
+    # repeated in a line, or one in a nested object, makes more.
+    name = json.dumps(metric)
     if (
-        text.count(json.dumps(metric)) != len(records) + listed
+        text.count(name + ":") != len(records)
+        or any(name + space in text for space in (" ", "\t", "\r"))
         or text.count('"doc_id"') != len(records)
         or text.count('"filter"') != len(records) - unfiltered
     ):
