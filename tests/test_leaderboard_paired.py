@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import run_emtbench
@@ -129,8 +130,8 @@ def test_page_and_csv_mark_what_is_significant(tmp_path):
     }
     forgets, same = rows["forgets"], rows["same"]
     assert forgets.count('<sup class="sig">*</sup>') == 2  # the task's accuracy cell and the EMT Δ
-    assert "paired 95% interval" in forgets and "(significant)" in forgets
-    assert '<sup class="sig">' not in same and "(not significant)" in same
+    assert "forgetting +5.00, paired [" in forgets and "] significant" in forgets
+    assert '<sup class="sig">' not in same and "] n.s." in same
     assert '<p class="legend">' in page and "excludes 0" in page
     table = list(csv.DictReader(io.StringIO((tmp_path / "site" / "leaderboard.csv").read_text())))
     row = next(r for r in table if r["name"] == "forgets")
@@ -167,3 +168,24 @@ def test_paired_group_delta_of_several_tasks_matches_the_public_function(tmp_pat
         2 / (1 / 80 + 1 / 60) - 2 / (1 / 80 + 1 / 55), abs=1e-4
     )
     assert _run(data, "ft")["delta_significant"]["G"] is True
+
+
+def test_soft_scores_take_the_float_path_and_match_the_public_function(tmp_path):
+    """VQA-style scores (0, 1/3, 2/3, 1) are not integer sums: the interval comes from np.percentile."""
+    runs = _runs(tmp_path)
+    rng = np.random.default_rng(2)
+    base_scores = rng.choice([0.0, 1 / 3, 2 / 3, 1.0], size=300)
+    run_scores = np.where(rng.random(300) < 0.1, 0.0, base_scores)
+    for run, scores in (("base", base_scores), ("forgets", run_scores)):
+        lines = [
+            {"doc_id": i, "filter": "none", "metrics": ["acc"], "acc": float(v)} for i, v in enumerate(scores)
+        ]
+        _samples(tmp_path, run).write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+        results = tmp_path / run / f"results_{STAMP}.json"
+        payload = json.loads(results.read_text())
+        payload["results"][TASK]["acc,none"] = float(scores.mean())
+        results.write_text(json.dumps(payload))
+    forgets = _run(_build(tmp_path, runs), "forgets")
+    expected = paired_delta_ci(base_scores, run_scores, seed=task_seed(0, TASK))
+    assert forgets["forgetting_ci"][TASK] == pytest.approx(list(expected), abs=1e-4)
+    assert forgets["forgetting_significant"][TASK] is True

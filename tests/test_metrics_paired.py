@@ -206,3 +206,14 @@ def test_fast_reader_leaves_anything_unusual_to_the_strict_one(line):
 
     text = '{"doc_id": 1, "acc": 1.0}\n' + line + "\n"
     assert _read_fast(text, "acc") is None
+
+
+@pytest.mark.parametrize("resamples", [1000, 999, 37, 1])
+def test_integer_percentile_interval_is_np_percentile(resamples):
+    from emtbench.metrics.bootstrap import integer_percentile_interval
+
+    values = np.random.default_rng(resamples).integers(-40, 41, size=(50, resamples))
+    for confidence in (0.95, 0.9, 0.5):
+        expected = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)], axis=1)
+        found = integer_percentile_interval(values, -40, 40, confidence)
+        assert np.allclose(found, expected, rtol=0, atol=1e-9)

@@ -36,7 +36,7 @@ from emtbench.metrics import (
     resample_counts,
     task_seed,
 )
-from emtbench.metrics.bootstrap import percentile_interval
+from emtbench.metrics.bootstrap import integer_percentile_interval, percentile_interval
 
 if TYPE_CHECKING:
     from emtbench.leaderboard.build import Leaderboard, Problem, Row
@@ -75,9 +75,12 @@ def _same_documents(first: _Column, second: _Column) -> bool:
 
 
 class _TaskResamples:
-    """Resampled accuracies (%) of every run on one task: blocks of shape (runs, resamples), one per n.
+    """Resampled accuracies of every run on one task: blocks of shape (runs, resamples), one per n.
 
     Runs are rows, so each run's resamples are contiguous for the percentile and the row gathers.
+    Where every score of a block is 0 or 1 (accuracy), a block holds resampled SUMS, integers computed
+    exactly in float32 (they stay below 2**24), and intervals are read off histograms
+    (:func:`integer_percentile_interval`); soft scores keep float64 accuracies and ``np.percentile``.
     """
 
     def __init__(self, task: str, columns: dict[str, _Column], resamples: int, seed: int) -> None:
@@ -86,19 +89,57 @@ class _TaskResamples:
         for name, column in columns.items():
             by_size.setdefault(column.scores.size, []).append(name)
         self.blocks: list[np.ndarray] = []
+        self.sizes: list[int] = []
+        self.integer: list[bool] = []
         for n, names in by_size.items():
             counts = resample_counts(n, resamples, task_seed(seed, task))
             scores = np.stack([columns[name].scores for name in names])
-            self.blocks.append(scores @ counts.T * 100.0 / n)
+            integer = bool(np.all((scores == 0.0) | (scores == 1.0))) and n < 2**24
+            if integer:
+                self.blocks.append(scores.astype(np.float32) @ counts.T.astype(np.float32))
+            else:
+                self.blocks.append(scores @ counts.T * 100.0 / n)
+            self.sizes.append(n)
+            self.integer.append(integer)
             for index, name in enumerate(names):
                 columns[name].block, columns[name].column = len(self.blocks) - 1, index
 
-    def of(self, names: list[str]) -> np.ndarray:
-        """(len(names), resamples) resampled accuracies of the named runs."""
+    def _one_block(self, names: list[str]) -> int | None:
         first = self.columns[names[0]].block
-        if all(self.columns[name].block == first for name in names):
-            return self.blocks[first][[self.columns[name].column for name in names]]
-        return np.stack([self.blocks[self.columns[n].block][self.columns[n].column] for n in names])
+        return first if all(self.columns[name].block == first for name in names) else None
+
+    def _rows(self, block: int, names: list[str]) -> np.ndarray:
+        return self.blocks[block][[self.columns[name].column for name in names]]
+
+    def of(self, names: list[str]) -> np.ndarray:
+        """(len(names), resamples) resampled accuracies (%) of the named runs."""
+        block = self._one_block(names)
+        if block is not None:
+            rows = self._rows(block, names)
+            return rows.astype(float) * (100.0 / self.sizes[block]) if self.integer[block] else rows
+        parts = []
+        for name in names:
+            block = self.columns[name].block
+            row = self.blocks[block][self.columns[name].column]
+            parts.append(row.astype(float) * (100.0 / self.sizes[block]) if self.integer[block] else row)
+        return np.stack(parts)
+
+    def interval(self, names: list[str], confidence: float) -> np.ndarray:
+        """(2, len(names)) accuracy intervals."""
+        block = self._one_block(names)
+        if block is not None and self.integer[block]:
+            n = self.sizes[block]
+            return integer_percentile_interval(self._rows(block, names), 0, n, confidence) * (100.0 / n)
+        return percentile_interval(self.of(names), confidence, axis=1)
+
+    def difference_interval(self, bases: list[str], runs: list[str], confidence: float) -> np.ndarray:
+        """(2, len(runs)) intervals of base − run, both resampled with this task's one draw."""
+        block = self._one_block([*bases, *runs])
+        if block is not None and self.integer[block]:
+            n = self.sizes[block]
+            difference = self._rows(block, bases) - self._rows(block, runs)
+            return integer_percentile_interval(difference, -n, n, confidence) * (100.0 / n)
+        return percentile_interval(self.of(bases) - self.of(runs), confidence, axis=1)
 
 
 def _harmonic(stack: list[np.ndarray]) -> np.ndarray:
@@ -159,16 +200,12 @@ def compute_intervals(
 
     def _task_intervals(task: str, found: _TaskResamples) -> None:
         names = list(found.columns)
-        for name, pair in zip(
-            names, _pairs(percentile_interval(found.of(names), confidence, axis=1)), strict=True
-        ):
+        for name, pair in zip(names, _pairs(found.interval(names, confidence)), strict=True):
             rows[name].ci[task] = pair
         paired = sorted(fast.get(task, ()))
         if paired:
-            difference = found.of([bases[name] for name in paired]) - found.of(paired)
-            for name, pair in zip(
-                paired, _pairs(percentile_interval(difference, confidence, axis=1)), strict=True
-            ):
+            intervals = found.difference_interval([bases[name] for name in paired], paired, confidence)
+            for name, pair in zip(paired, _pairs(intervals), strict=True):
                 rows[name].forgetting_ci[task] = pair
         for name in names:
             base = bases.get(name)

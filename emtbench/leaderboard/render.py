@@ -215,10 +215,8 @@ def _change_note(row: Row, task: str) -> str:
     ci = row.forgetting_ci.get(task)
     if ci is None or task not in row.forgetting:
         return ""
-    verdict = "significant" if significant(ci) else "not significant"
-    return (
-        f"forgetting {row.forgetting[task]:+.2f}, paired 95% interval {_fmt(ci[0])}–{_fmt(ci[1])} ({verdict})"
-    )
+    verdict = "significant" if significant(ci) else "n.s."
+    return f"forgetting {row.forgetting[task]:+.2f}, paired [{_fmt(ci[0])}, {_fmt(ci[1])}] {verdict}"
 
 
 def _text_cell(text: str | None, html_text: str | None = None) -> str:
@@ -366,10 +364,24 @@ def forgetting_charts(lb: Leaderboard) -> str:
                 length = abs(value) / scale * plot_h / 2
                 y = zero - length if value > 0 else zero
                 color = "#c0392b" if value > 0 else "#1f7a4d"
+                ci = row.forgetting_ci.get(task)
+                note = ""
+                if ci is not None:
+                    note = f", paired 95% [{ci[0]:.2f}, {ci[1]:.2f}]" + (
+                        " significant" if significant(ci) else ""
+                    )
+                pale = "" if ci is None or significant(ci) else ' fill-opacity="0.45"'
                 parts.append(
-                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar}" height="{max(length, 0.5):.1f}" fill="{color}">'
-                    f"<title>{escape(task)}: {value:+.2f} points</title></rect>"
+                    f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar}" height="{max(length, 0.5):.1f}" fill="{color}"'
+                    f"{pale}><title>{escape(task)}: {value:+.2f} points{note}</title></rect>"
                 )
+                if ci is not None:  # the paired interval as a whisker, clipped to the plot
+                    low, high = (max(-scale, min(scale, end)) for end in ci)
+                    top_y, bottom_y = zero - high / scale * plot_h / 2, zero - low / scale * plot_h / 2
+                    parts.append(
+                        f'<line x1="{x + bar / 2:.1f}" x2="{x + bar / 2:.1f}" y1="{top_y:.1f}" '
+                        f'y2="{bottom_y:.1f}" stroke="#1b1f24" stroke-width="1"/>'
+                    )
             label_y = top + plot_h + 6
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{label_y:.1f}" transform="rotate(50 {x + bar / 2:.1f} {label_y:.1f})">'
