@@ -135,7 +135,8 @@ def _read_fast(text: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray
     if not records or set(map(type, records)) != _DICT:
         return None
     try:  # lm-eval's lines all carry the three: one C-level pass picks them
-        scores, doc_ids, filters = map(list, zip(*map(itemgetter(metric, "doc_id", "filter"), records)))
+        picked = map(itemgetter(metric, "doc_id", "filter"), records)
+        scores, doc_ids, filters = map(list, zip(*picked, strict=True))
         unfiltered = 0
     except KeyError:
         try:
