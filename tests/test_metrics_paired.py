@@ -217,3 +217,28 @@ def test_integer_percentile_interval_is_np_percentile(resamples):
         expected = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)], axis=1)
         found = integer_percentile_interval(values, -40, 40, confidence)
         assert np.allclose(found, expected, rtol=0, atol=1e-9)
+
+
+def test_read_samples_many_matches_serial_reads_and_leaves_errors_to_the_caller(tmp_path, monkeypatch):
+    import emtbench.metrics.bootstrap as bootstrap
+    from emtbench.metrics import read_samples_many
+
+    monkeypatch.setattr(bootstrap, "MIN_PARALLEL_FILES", 2)
+    requests = []
+    for index in range(6):
+        path = tmp_path / f"samples_t{index}_2026.jsonl"
+        lines = [{"doc_id": i, "filter": "none", "acc": float((i + index) % 2)} for i in range(20)]
+        path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+        requests.append((str(path), "acc", None))
+    broken = tmp_path / "samples_broken_2026.jsonl"
+    broken.write_text('{"doc_id": 0, "acc": NaN}\n')
+    requests.append((str(broken), "acc", None))
+    found = read_samples_many(requests, workers=2)
+    assert set(found) == set(requests[:-1])  # the broken one is the caller's to read and report
+    for request in requests[:-1]:
+        serial = read_samples(*request)
+        assert found[request].scores.tolist() == serial.scores.tolist()
+        assert found[request].doc_ids.tolist() == serial.doc_ids.tolist()
+    assert read_samples_many(requests, workers=1) == {}
+    monkeypatch.setenv("EMTBENCH_READ_WORKERS", "1")
+    assert read_samples_many(requests) == {}

@@ -7,6 +7,7 @@ asked for a partial build.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from emtbench.metrics import (
     group_score,
     mean,
     read_samples,
+    read_samples_many,
     tailor_scores,
 )
 
@@ -139,13 +141,20 @@ def _load_samples(
             results.samples[task] = path
 
 
-def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector) -> dict[str, SampleScores]:
+def _request(results: RunResults, task: str, path: Path) -> tuple[str, str, str | None]:
+    metric = results.metric[task].split(",")[0]
+    filter_name = results.metric[task].split(",", 1)[1] if "," in results.metric[task] else None
+    return (str(path), metric, filter_name)
+
+
+def _sample_scores(
+    row: Row, results: RunResults, where: str, issues: _Collector, prefetched: dict | None = None
+) -> dict[str, SampleScores]:
     scores = {}
     for task, path in sorted(results.samples.items()):
-        metric = results.metric[task].split(",")[0]
-        filter_name = results.metric[task].split(",", 1)[1] if "," in results.metric[task] else None
+        request = _request(results, task, path)
         try:
-            task_scores = read_samples(path, metric, filter_name)
+            task_scores = (prefetched or {}).get(request) or read_samples(*request)
         except EmtbenchError as error:
             issues.add(where, describe(error), f"no interval for {task}")
             continue
@@ -223,12 +232,40 @@ def _continual(entry: RunEntry, row: Row, manifest_path: Path, where: str, issue
     row.continual_forgetting = matrix.forgetting()
 
 
+def _prefetch(manifest: Manifest, manifest_path: Path) -> tuple[dict, dict]:
+    """Every run's results file (or its error), then all their samples files read in parallel."""
+    results_of: dict[Path, RunResults | EmtbenchError] = {}
+    requests = []
+    for entry in manifest.runs:
+        path = _resolve(manifest_path, entry.results)
+        if path in results_of:
+            continue
+        try:
+            results_of[path] = results = read_results(path, manifest.metrics)
+        except EmtbenchError as error:
+            results_of[path] = error
+            continue
+        if entry.samples is None:  # explicit samples files are read in order by _load_row
+            requests += [_request(results, task, p) for task, p in sorted(results.samples.items())]
+    return results_of, read_samples_many(requests)
+
+
 def _load_row(
-    index: int, entry: RunEntry, manifest: Manifest, manifest_path: Path, issues: _Collector
+    index: int,
+    entry: RunEntry,
+    manifest: Manifest,
+    manifest_path: Path,
+    issues: _Collector,
+    prefetched: tuple[dict, dict] = ({}, {}),
 ) -> tuple[Row, dict[str, SampleScores]] | None:
     where = _where(manifest_path, index)
+    results_of, samples_of = prefetched
     try:
-        results = read_results(_resolve(manifest_path, entry.results), manifest.metrics)
+        path = _resolve(manifest_path, entry.results)
+        found = results_of.get(path)
+        if isinstance(found, EmtbenchError):
+            raise found
+        results = copy.copy(found) if found is not None else read_results(path, manifest.metrics)
     except EmtbenchError as error:
         issues.add(
             f"{where}.results ({_resolve(manifest_path, entry.results)})",
@@ -246,7 +283,7 @@ def _load_row(
     threshold = manifest.min_judge_coverage
     row.low_coverage = [t for t, c in results.coverage.items() if t in results.accuracy and c < threshold]
     _load_samples(entry, results, manifest_path, where + ".samples", issues)
-    scores = _sample_scores(row, results, where + ".samples", issues)
+    scores = _sample_scores(row, results, where + ".samples", issues, samples_of)
     row.params_changed = _params_changed(entry, manifest_path, where, issues)
     _continual(entry, row, manifest_path, where, issues)
     return row, scores
@@ -348,6 +385,7 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
     issues = _Collector()
     rows: list[Row] = []
     loaded: dict[str, tuple[Row, dict[str, SampleScores]]] = {}
+    prefetched = _prefetch(manifest, manifest_path)
     first_index: dict[str, int] = {}
     for index, entry in enumerate(tqdm(manifest.runs, desc="reading runs", unit="run", disable=not progress)):
         if entry.name in first_index:
@@ -358,7 +396,7 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
             )
             continue
         first_index[entry.name] = index
-        found = _load_row(index, entry, manifest, manifest_path, issues)
+        found = _load_row(index, entry, manifest, manifest_path, issues, prefetched)
         if found is not None:
             loaded[entry.name] = found
             rows.append(found[0])

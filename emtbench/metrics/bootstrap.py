@@ -19,7 +19,9 @@ matrix product, so a leaderboard resamples a task once for all of its runs.
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter, methodcaller
@@ -87,6 +89,57 @@ def read_samples(path: str | Path, metric: str = "acc", filter_name: str | None 
         raise EmtbenchError(f"no samples for filter {filter_name!r} (found {sorted(found)})", where=str(path))
     scores, doc_ids = found[filter_name]
     return SampleScores(scores, doc_ids)
+
+
+SampleRequest = tuple[str, str, "str | None"]
+"""(samples file, metric, filter) as :func:`read_samples` takes them."""
+
+MIN_PARALLEL_FILES = 256
+READ_WORKERS_VARIABLE = "EMTBENCH_READ_WORKERS"
+
+
+def _read_chunk(requests: list[SampleRequest]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+    """Worker side of :func:`read_samples_many`: arrays, or None where the file is to be read again."""
+    found: list[tuple[np.ndarray, np.ndarray] | None] = []
+    for path, metric, filter_name in requests:
+        try:
+            samples = read_samples(path, metric, filter_name)
+            found.append((samples.scores, samples.doc_ids))
+        except Exception:  # the caller reads it again, in order, and reports the named error there
+            found.append(None)
+    return found
+
+
+def read_samples_many(requests: Sequence[SampleRequest], workers: int | None = None) -> dict:
+    """Read many samples files in worker processes: {request: SampleScores} for those read cleanly.
+
+    What is missing from the answer (a file that gave an error, or everything when there are few
+    files, one CPU, threads running, or no ``fork``) the caller reads itself with :func:`read_samples`,
+    so errors are named exactly as in a serial read and results do not depend on the worker count.
+    ``EMTBENCH_READ_WORKERS=1`` turns it off.
+    """
+    if workers is None:
+        configured = os.environ.get(READ_WORKERS_VARIABLE, "")
+        workers = int(configured) if configured.isdigit() else len(os.sched_getaffinity(0))
+    requests = list(dict.fromkeys(requests))
+    if workers <= 1 or len(requests) < MIN_PARALLEL_FILES or threading.active_count() > 1:
+        return {}
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return {}
+    size = max(16, len(requests) // (workers * 8))
+    chunks = [requests[start : start + size] for start in range(0, len(requests), size)]
+    answer = {}
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for chunk, found in zip(chunks, pool.imap(_read_chunk, chunks), strict=True):
+                for request, arrays in zip(chunk, found, strict=True):
+                    if arrays is not None:
+                        answer[request] = SampleScores(*arrays)
+    except (OSError, RuntimeError, EOFError):  # no processes on this machine: read serially
+        return {}
+    return answer
 
 
 def _id_array(doc_ids: list) -> np.ndarray:
