@@ -99,7 +99,10 @@ def time_build(
         )
         seconds = time.perf_counter() - start
         assert code == 0, f"build failed with exit code {code}"
-        other = time_other(compare_with, manifest, folder / "other-site") if compare_with else None
+        other = None
+        if compare_with:  # both checkouts the same way (subprocess, warm-up build first), one after the other
+            this = time_other(Path(__file__).resolve().parents[1], manifest, folder / "this-site")
+            other = (this, time_other(compare_with, manifest, folder / "other-site"))
         return seconds, (folder / "site" / "index.html").stat().st_size, other
 
 
@@ -130,7 +133,7 @@ def main() -> None:
         measured.append(seconds)
         line = f"{label:<70} {seconds:7.2f} s   index.html {size / 1e6:6.2f} MB"
         if other is not None:
-            line += f"   other checkout {other:7.2f} s (other / this {other / seconds:.2f}x)"
+            line += f"   | same way: this {other[0]:6.2f} s, other {other[1]:6.2f} s, other/this {other[1] / other[0]:.2f}x"
         print(line, flush=True)
     print(f"ratio {args.runs} / {args.runs // 10} runs: {measured[1] / measured[0]:.1f}x")
     print(f"ratio with / without bootstrap CIs: {measured[2] / measured[1]:.2f}x")
