@@ -224,6 +224,9 @@ def test_read_samples_many_matches_serial_reads_and_leaves_errors_to_the_caller(
     from emtbench.metrics import read_samples_many
 
     monkeypatch.setattr(bootstrap, "MIN_PARALLEL_FILES", 2)
+    # Forking while other threads run is unsafe, so the reader then reads serially; other tests of the
+    # suite may leave threads (servers) behind, so the count is pinned here.
+    monkeypatch.setattr(bootstrap.threading, "active_count", lambda: 1)
     requests = []
     for index in range(6):
         path = tmp_path / f"samples_t{index}_2026.jsonl"
@@ -240,5 +243,8 @@ def test_read_samples_many_matches_serial_reads_and_leaves_errors_to_the_caller(
         assert found[request].scores.tolist() == serial.scores.tolist()
         assert found[request].doc_ids.tolist() == serial.doc_ids.tolist()
     assert read_samples_many(requests, workers=1) == {}
+    monkeypatch.setattr(bootstrap.threading, "active_count", lambda: 2)
+    assert read_samples_many(requests, workers=2) == {}
+    monkeypatch.setattr(bootstrap.threading, "active_count", lambda: 1)
     monkeypatch.setenv("EMTBENCH_READ_WORKERS", "1")
     assert read_samples_many(requests) == {}
