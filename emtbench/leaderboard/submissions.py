@@ -97,13 +97,13 @@ def find_run_record(results_dir: Path, results_file: Path, data: dict[str, Any])
 def check_run_files(results_dir: str | Path) -> tuple[RunResults, dict[str, Any]]:
     """Read a run's results and samples strictly; every sample file must agree with the results file."""
     from emtbench.leaderboard.build import _disagreement
-    from emtbench.metrics import read_sample_scores
+    from emtbench.metrics import read_samples
 
     results = read_results(Path(results_dir), {})
     data = read_json(results.path, what="results file")
     for task, path in sorted(results.samples.items()):
         metric, _, filter_name = results.metric[task].partition(",")
-        scores = read_sample_scores(path, metric, filter_name or None)
+        scores = read_samples(path, metric, filter_name or None)
         disagreement = _disagreement(task, scores, results)
         if disagreement:
             raise EmtbenchError(disagreement, where=str(path), fix="submit the samples of this run only")
