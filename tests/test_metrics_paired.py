@@ -248,3 +248,11 @@ def test_read_samples_many_matches_serial_reads_and_leaves_errors_to_the_caller(
     monkeypatch.setattr(bootstrap.threading, "active_count", lambda: 1)
     monkeypatch.setenv("EMTBENCH_READ_WORKERS", "1")
     assert read_samples_many(requests) == {}
+
+
+def test_align_by_doc_id_takes_the_int64_doc_ids_read_samples_returns():
+    from emtbench.metrics import align_by_doc_id
+
+    pairs = align_by_doc_id(np.array([3, 1, 2], dtype=np.int64), np.array([1, 2, 3], dtype=np.int64))
+    assert pairs.base_index.tolist() == [0, 1, 2]
+    assert pairs.run_index.tolist() == [2, 0, 1]

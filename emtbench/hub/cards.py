@@ -155,8 +155,8 @@ class ForgettingSummary:
     h_interval: tuple[float, float] | None = None
     base_h_score: float | None = None
     interval_note: str = (
-        "95% percentile bootstrap; Δ intervals resample the base and the model independently, "
-        "which overstates them when both were scored on the same images"
+        "95% percentile bootstrap; Δ intervals are paired (base and model resampled on the same images, "
+        "matched by doc_id), or independent where the two were not scored on the same images"
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -183,8 +183,8 @@ def _pair(value: Any) -> tuple[float, float] | None:
 
 
 def read_lm_eval_results(path: str | Path) -> dict[str, tuple[float, Any]]:
-    """task -> (accuracy %, per-sample acc array or None) from an lm-eval output folder or results file."""
-    from emtbench.metrics import read_sample_scores
+    """task -> (accuracy %, per-sample scores with doc ids or None) from an lm-eval output folder or results file."""
+    from emtbench.metrics import read_samples
 
     path = Path(path)
     fix = "pass an lm-eval --output_path folder (or one results_*.json) written with --log_samples"
@@ -211,13 +211,28 @@ def read_lm_eval_results(path: str | Path) -> dict[str, tuple[float, Any]]:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
         samples_file = results_file.parent / f"samples_{task}_{stamp}.jsonl"
-        scores = (
-            read_sample_scores(samples_file, "acc", key.split(",", 1)[1]) if samples_file.is_file() else None
-        )
+        scores = read_samples(samples_file, "acc", key.split(",", 1)[1]) if samples_file.is_file() else None
         found[task] = (100.0 * float(value), scores)
     if not found:
         raise EmtbenchError("the results hold no task with an 'acc' metric", where=str(results_file), fix=fix)
     return found
+
+
+def _scores_only(found: dict[str, tuple[float, Any]]) -> dict[str, tuple[float, Any]]:
+    return {
+        task: (acc, None if samples is None else samples.scores) for task, (acc, samples) in found.items()
+    }
+
+
+def _delta_interval(base: Any, run: Any) -> tuple[float, float]:
+    """Paired when both were scored on the same documents (doc_id), else independent resampling."""
+    from emtbench.metrics import align_by_doc_id, delta_ci, paired_delta_ci
+
+    try:
+        pairs = align_by_doc_id(base.doc_ids, run.doc_ids)
+    except EmtbenchError:
+        return delta_ci([base.scores], [run.scores])
+    return paired_delta_ci(base.scores[pairs.base_index], run.scores[pairs.run_index])
 
 
 def forgetting_summary(
@@ -229,10 +244,12 @@ def forgetting_summary(
     """
     import numpy as np
 
-    from emtbench.metrics import bootstrap_ci, bootstrap_statistic_ci, delta_ci, tailor_scores
+    from emtbench.metrics import bootstrap_ci, bootstrap_statistic_ci, tailor_scores
 
-    model = read_lm_eval_results(results)
-    base = read_lm_eval_results(base_results) if base_results is not None else {}
+    samples = read_lm_eval_results(results)
+    model = _scores_only(samples)
+    base_samples = read_lm_eval_results(base_results) if base_results is not None else {}
+    base = _scores_only(base_samples)
     tasks = []
     for task, (acc, scores) in model.items():
         entry = TaskScore(task, acc, bootstrap_ci(scores) if scores is not None and len(scores) else None,
@@ -242,7 +259,7 @@ def forgetting_summary(
             entry.base_accuracy = base_acc
             entry.delta = base_acc - acc
             if scores is not None and base_scores is not None and len(scores) and len(base_scores):
-                entry.delta_interval = delta_ci([base_scores], [scores])
+                entry.delta_interval = _delta_interval(base_samples[task][1], samples[task][1])
         tasks.append(entry)
     summary = ForgettingSummary(tasks)
     target = [t for t in (target or []) if t in model]

@@ -572,7 +572,7 @@ class Alignment:
 
 def _doc_keys(doc_ids: Sequence[object] | np.ndarray, side: str) -> list:
     keys = []
-    for doc_id in doc_ids:
+    for doc_id in doc_ids.tolist() if isinstance(doc_ids, np.ndarray) else doc_ids:  # numpy ints -> int
         if doc_id is None:
             raise EmtbenchError(
                 f"the {side} samples carry no doc_id, so they cannot be paired with the other model's",
