@@ -1,11 +1,25 @@
 """Forgetting metrics (docs/design.md §3): pure functions on accuracies in %, plus bootstrap intervals."""
 
 from emtbench.metrics.bootstrap import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_RESAMPLES,
+    SIGNIFICANCE_LEGEND,
+    SIGNIFICANT_MARK,
+    Alignment,
+    SampleScores,
+    align_by_doc_id,
     bootstrap_ci,
     bootstrap_statistic_ci,
     delta_ci,
     group_score_ci,
+    paired_delta_ci,
+    paired_group_delta_ci,
+    paired_statistic_ci,
     read_sample_scores,
+    read_samples,
+    resample_counts,
+    significant,
+    task_seed,
 )
 from emtbench.metrics.forgetting import (
     AccuracyMatrix,
@@ -21,9 +35,16 @@ from emtbench.metrics.forgetting import (
 )
 
 __all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_RESAMPLES",
+    "SIGNIFICANCE_LEGEND",
+    "SIGNIFICANT_MARK",
     "AccuracyMatrix",
+    "Alignment",
+    "SampleScores",
     "TailorScores",
     "accuracy",
+    "align_by_doc_id",
     "bootstrap_ci",
     "bootstrap_statistic_ci",
     "delta",
@@ -34,6 +55,13 @@ __all__ = [
     "h_score",
     "harmonic_mean",
     "mean",
+    "paired_delta_ci",
+    "paired_group_delta_ci",
+    "paired_statistic_ci",
     "read_sample_scores",
+    "read_samples",
+    "resample_counts",
+    "significant",
     "tailor_scores",
+    "task_seed",
 ]

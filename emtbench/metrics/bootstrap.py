@@ -1,15 +1,28 @@
 """Confidence intervals for leaderboard numbers, from lm-eval's per-sample ``--log_samples`` files.
 
 lm-eval writes one JSON line per evaluated document (``samples_<task>_<date>.jsonl``) carrying the
-per-sample value of every metric (``"acc": 1.0``). Resampling those lines gives an interval for an
-accuracy, and resampling several tasks independently gives one for a group's harmonic mean or Δ.
+per-sample value of every metric (``"acc": 1.0``) and the document's ``doc_id``. Resampling those lines
+gives an interval for an accuracy, and resampling several tasks independently gives one for a group's
+harmonic mean.
+
+A difference between two models scored on the SAME documents (a base and its fine-tune: a task's
+forgetting, a group's Δ) is paired: both models' scores are resampled with one draw of document indices
+(:func:`paired_delta_ci`, :func:`paired_statistic_ci`), after aligning the two files by ``doc_id``
+(:func:`align_by_doc_id`). Resampling the two models independently treats the shared documents as two
+separate test sets and overstates the interval several-fold (SPEC §8, last bullet).
+
+A bootstrap resample is one row of a count matrix (:func:`resample_counts`): how many times each of the
+n documents was drawn. The resampled means of any number of per-document score vectors are then one
+matrix product, so a leaderboard resamples a task once for all of its runs.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from zlib import crc32
 
 import numpy as np
 
@@ -18,6 +31,26 @@ from emtbench.core.readers import parse_json, read_text
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CONFIDENCE = 0.95
+
+Seed = int | Sequence[int]
+"""A seed numpy's ``default_rng`` takes: an int, or a sequence of ints (e.g. ``task_seed(0, "emt_digits")``)."""
+
+SIGNIFICANT_MARK = "*"
+SIGNIFICANCE_LEGEND = (
+    f"{SIGNIFICANT_MARK} = significant: the 95% paired bootstrap interval of the difference from the base "
+    "(same images resampled jointly for both models) excludes 0"
+)
+
+
+@dataclass(frozen=True)
+class SampleScores:
+    """One task's per-document scores of one model, in file order, with each document's ``doc_id``."""
+
+    scores: np.ndarray
+    doc_ids: tuple[object, ...]
+
+    def __len__(self) -> int:
+        return int(self.scores.size)
 
 
 def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str | None = None) -> np.ndarray:
@@ -30,7 +63,27 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
     Lines are read strictly: duplicate keys, NaN, a score outside [0, 1], or a document logged twice
     are named errors.
     """
+    return read_samples(path, metric, filter_name).scores
+
+
+def read_samples(path: str | Path, metric: str = "acc", filter_name: str | None = None) -> SampleScores:
+    """:func:`read_sample_scores` plus each scored document's ``doc_id`` (None where a line has none)."""
     path = Path(path)
+    by_filter, doc_ids = _read_by_filter(path, metric)
+    if filter_name is None:
+        filter_name = "none" if "none" in by_filter else sorted(by_filter)[0]
+    if filter_name not in by_filter:
+        raise EmtbenchError(
+            f"no samples for filter {filter_name!r} (found {sorted(by_filter)})", where=str(path)
+        )
+    return SampleScores(
+        np.asarray(by_filter[filter_name], dtype=float), tuple(doc_id for doc_id, _ in doc_ids[filter_name])
+    )
+
+
+def _read_by_filter(
+    path: Path, metric: str
+) -> tuple[dict[str, list[float]], dict[str, list[tuple[object, int]]]]:
     fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
     text = read_text(path, what="samples file", fix=fix)
     numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -81,13 +134,7 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
         _check_logged_once(logged, filter_key, path)
     if not by_filter:
         raise EmtbenchError("samples file holds no scored samples", where=str(path))
-    if filter_name is None:
-        filter_name = "none" if "none" in by_filter else sorted(by_filter)[0]
-    if filter_name not in by_filter:
-        raise EmtbenchError(
-            f"no samples for filter {filter_name!r} (found {sorted(by_filter)})", where=str(path)
-        )
-    return np.asarray(by_filter[filter_name], dtype=float)
+    return by_filter, doc_ids
 
 
 _MISSING = object()
@@ -181,4 +228,184 @@ def delta_ci(
         [*before, *after],
         lambda acc: harmonic_rows(acc[:, :split]) - harmonic_rows(acc[:, split:]),
         **options,
+    )
+
+
+# ---------------------------------------------------------------- paired intervals
+
+
+def resample_counts(n: int, resamples: int = DEFAULT_RESAMPLES, seed: Seed = 0) -> np.ndarray:
+    """A (resamples, n) matrix: row r counts how often bootstrap resample r drew each of n documents.
+
+    ``counts @ scores / n`` is the mean of every resample of a score vector; applied to the aligned
+    score vectors of two models it resamples them jointly (paired). Each row sums to n. The same
+    (n, resamples, seed) always gives the same matrix.
+    """
+    if n <= 0:
+        raise EmtbenchError("cannot bootstrap zero samples")
+    if resamples <= 0:
+        raise EmtbenchError(f"resamples must be positive, got {resamples}")
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n, size=(resamples, n), dtype=np.int64)
+    drawn += np.arange(resamples, dtype=np.int64)[:, None] * n
+    return np.bincount(drawn.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def task_seed(seed: int, task: str) -> tuple[int, int]:
+    """The seed the leaderboard resamples ``task`` with: separate tasks get separate, stable draws."""
+    return (int(seed), crc32(task.encode("utf-8")))
+
+
+def percentile_interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> np.ndarray:
+    """Percentile interval of resampled values along axis 0: shape (2, ...) as (low, high)."""
+    if not 0.0 < confidence < 1.0:
+        raise EmtbenchError(f"confidence must be in (0, 1), got {confidence}")
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    return np.percentile(values, [tail, 100.0 - tail], axis=0)
+
+
+def _aligned_pair(base_scores, run_scores) -> tuple[np.ndarray, np.ndarray]:
+    base = np.asarray(base_scores, dtype=float).ravel()
+    run = np.asarray(run_scores, dtype=float).ravel()
+    if base.size != run.size:
+        raise EmtbenchError(
+            f"paired scores must be aligned document by document: {base.size} base vs {run.size} run scores",
+            fix="align the two samples files by doc_id first (emtbench.metrics.align_by_doc_id)",
+        )
+    if base.size == 0:
+        raise EmtbenchError("cannot bootstrap zero samples")
+    return base, run
+
+
+def paired_delta_ci(
+    base_scores: Sequence[float] | np.ndarray,
+    run_scores: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: Seed = 0,
+) -> tuple[float, float]:
+    """Paired interval (in points) of accuracy(base) − accuracy(run) on the same documents.
+
+    ``base_scores[i]`` and ``run_scores[i]`` are the two models' per-sample scores on document i (align
+    them with :func:`align_by_doc_id`). Every resample draws one set of document indices and uses it
+    for both models, so the interval reflects only how the two models disagree document by document.
+    Positive = the run lost accuracy (forgetting), the sign the leaderboard's ``forgetting`` uses.
+    """
+    base, run = _aligned_pair(base_scores, run_scores)
+    counts = resample_counts(base.size, resamples, seed)
+    resampled = counts @ (base - run) * (100.0 / base.size)
+    low, high = percentile_interval(resampled, confidence)
+    return float(low), float(high)
+
+
+def paired_statistic_ci(
+    pairs: Sequence[tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]],
+    statistic: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: Seed = 0,
+    seeds: Sequence[Seed] | None = None,
+) -> tuple[float, float]:
+    """Paired interval of ``statistic(base_acc, run_acc)`` over tasks, each a (base, run) aligned pair.
+
+    Within a task the two models are resampled jointly (same document draw); separate tasks are
+    separate test sets and get separate draws (task i uses ``seeds[i]``, by default ``(seed, i)``).
+    ``statistic`` maps two (resamples, tasks) arrays of resampled accuracies (%) to one value per resample.
+    """
+    if not pairs:
+        raise EmtbenchError("cannot bootstrap an empty set of tasks")
+    if seeds is not None and len(seeds) != len(pairs):
+        raise EmtbenchError(f"{len(seeds)} seeds for {len(pairs)} tasks")
+    base_acc, run_acc = [], []
+    for index, (base_scores, run_scores) in enumerate(pairs):
+        base, run = _aligned_pair(base_scores, run_scores)
+        task_seed_ = seeds[index] if seeds is not None else (*np.atleast_1d(seed).tolist(), index)
+        counts = resample_counts(base.size, resamples, task_seed_)
+        both = counts @ np.stack([base, run], axis=1) * (100.0 / base.size)
+        base_acc.append(both[:, 0])
+        run_acc.append(both[:, 1])
+    low, high = percentile_interval(statistic(np.stack(base_acc, 1), np.stack(run_acc, 1)), confidence)
+    return float(low), float(high)
+
+
+def paired_group_delta_ci(
+    pairs: Sequence[tuple[Sequence[float] | np.ndarray, Sequence[float] | np.ndarray]], **options
+) -> tuple[float, float]:
+    """Paired interval (in points) of Δ = ω(base) − ω(run), ω the harmonic mean of a group's accuracies."""
+    return paired_statistic_ci(pairs, lambda base, run: harmonic_rows(base) - harmonic_rows(run), **options)
+
+
+def significant(ci: Sequence[float] | None) -> bool:
+    """True when an interval of a difference excludes 0 (both ends on the same side); False for None."""
+    if ci is None:
+        return False
+    low, high = ci
+    return bool(low > 0 or high < 0)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Indices that put two models' per-document scores side by side, and what only one side had."""
+
+    base_index: np.ndarray
+    run_index: np.ndarray
+    base_only: int
+    run_only: int
+
+    @property
+    def shared(self) -> int:
+        return int(self.base_index.size)
+
+    def apply(self, base_scores: np.ndarray, run_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(base_scores)[self.base_index], np.asarray(run_scores)[self.run_index]
+
+
+def _doc_keys(doc_ids: Sequence[object] | np.ndarray, side: str) -> list:
+    keys = []
+    for doc_id in doc_ids:
+        if doc_id is None:
+            raise EmtbenchError(
+                f"the {side} samples carry no doc_id, so they cannot be paired with the other model's",
+                fix="pass samples files lm-eval wrote with --log_samples (every line has a doc_id)",
+            )
+        keys.append(doc_id if doc_id.__class__ in (int, str) else json.dumps(doc_id, sort_keys=True))
+    if len(set(keys)) != len(keys):
+        raise EmtbenchError(f"the {side} samples log a doc_id twice; they cannot be paired")
+    return keys
+
+
+def align_by_doc_id(
+    base_doc_ids: Sequence[object] | np.ndarray,
+    run_doc_ids: Sequence[object] | np.ndarray,
+    *,
+    drop_unmatched: bool = False,
+) -> Alignment:
+    """Pair two models' documents by ``doc_id``, in the base's order.
+
+    A document scored for only one model has no partner: by default that is a named error (the two
+    runs were not evaluated on the same documents, e.g. a different ``--limit``); with
+    ``drop_unmatched=True`` such documents are left out and counted in ``base_only`` / ``run_only``.
+    Missing or repeated doc_ids are errors either way.
+    """
+    base_keys = _doc_keys(base_doc_ids, "base")
+    run_keys = _doc_keys(run_doc_ids, "run")
+    position = {key: index for index, key in enumerate(run_keys)}
+    base_index = [index for index, key in enumerate(base_keys) if key in position]
+    run_index = [position[base_keys[index]] for index in base_index]
+    base_only, run_only = len(base_keys) - len(base_index), len(run_keys) - len(run_index)
+    if not base_index:
+        raise EmtbenchError(
+            "the two models share no document (no doc_id in common)",
+            fix="compare runs evaluated on the same task split",
+        )
+    if (base_only or run_only) and not drop_unmatched:
+        raise EmtbenchError(
+            f"{base_only} document(s) scored only for the base and {run_only} only for the run "
+            f"({len(base_index)} shared)",
+            fix="evaluate both on the same documents, or pass drop_unmatched=True to pair the shared ones",
+        )
+    return Alignment(
+        np.asarray(base_index, dtype=np.intp), np.asarray(run_index, dtype=np.intp), base_only, run_only
     )
