@@ -15,7 +15,7 @@ from typing import Any
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.fsutil import staged_directory
 from emtbench.demo.options import MARKER, DemoOptions
-from emtbench.demo.plan import Stage, StageOutcome, Step, plan, stage_key
+from emtbench.demo.plan import Stage, StageOutcome, Step, most_forgetting, plan, stage_key
 
 
 @dataclass
@@ -61,6 +61,10 @@ def resolve_base_model(options: DemoOptions) -> tuple[Path, str, float]:
             f"`emtbench build-base` finished but {folder} holds no model", where="demo stage base-model"
         )
     return folder.resolve(), "emtbench build-base", time.perf_counter() - start
+
+
+def _losses(forgetting: dict[str, float] | None) -> str:
+    return ", ".join(f"{name} {value:+.1f}" for name, value in (forgetting or {}).items()) + " points lost"
 
 
 def _model_identity(model: Path) -> str:
@@ -160,15 +164,20 @@ def run_demo(options: DemoOptions | None = None, /, **values: Any) -> DemoResult
     site = options.out / "leaderboard" / "site"
     runs = collect_runs(options, outcomes, site)
     table = render_table(options, runs)
+    fused, forgetting = most_forgetting(options) if options.fuses else (None, None)
     base = {"path": str(base_path), "source": source, "seconds": round(base_seconds, 1)}
     wall = time.perf_counter() - start
-    report = write_report(options, outcomes, base, runs, table, wall, site)
+    report = write_report(
+        options, outcomes, base, runs, table, wall, site, fused=fused, forgetting=forgetting
+    )
     ran = [outcome for outcome in outcomes if outcome.status == "ran"]
     text = "\n".join(
         [
             "",
             table,
             "",
+            *([f"Model Tailor and DARE ran on {fused} (the run that forgets most: {_losses(forgetting)})", ""]
+              if fused else []),
             "stage timings:",
             render_timings(outcomes, base),
             f"this run: {wall:.0f} s ({len(ran)} stage(s) run, {len(outcomes) - len(ran)} skipped)",
