@@ -78,6 +78,8 @@ def test_the_built_in_registries_use_it():
     for registry in (DATASETS, JUDGES, MERGE_METHODS, ARCHITECTURE_PARTS, FINETUNE_METHODS):
         assert isinstance(registry, Registry)
     assert {"rule", "embedding", "llm", "local_llm", "cascade"} <= set(JUDGES)
-    assert {"mnist", "cifar10", "cifar100", "miniimagenet", "fashion_mnist", "digits"} == set(DATASETS)
+    assert {"mnist", "cifar10", "cifar100", "miniimagenet", "fashion_mnist", "digits", "animal_mnist"} == set(
+        DATASETS
+    )
     assert set(FINETUNE_METHODS) == {"linear", "full", "lora", "soft", "msgm"}
     assert {"task-arithmetic", "dare", "ties", "graft", "model-tailor"} <= set(MERGE_METHODS)

@@ -38,6 +38,12 @@ FASHION_MNIST_LABELS: tuple[str, ...] = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
 
+ANIMAL_MNIST_LABELS: tuple[str, ...] = (
+    "bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra",
+)  # fmt: skip
+"""Animal-MNIST label i = the i-th class of its package description's (alphabetical) list, lower-cased
+(the package has no table; :mod:`emtbench.datasets.animal_mnist` says how the order was checked)."""
+
 NUMBER_PROMPT = "What is the number in the image? Please only answer a single number in {labels}."
 OBJECT_PROMPT = "What is the object in the image? Please only answer a single object in {labels}."
 NUMBER_ANSWER = "The number is {label}."
@@ -124,6 +130,11 @@ for _dataset in (
     EMTDataset(
         "digits", None, "image", "label", "number", offline_source="sklearn_digits",
         label_names=lambda: DIGIT_LABELS,
+    ),
+    # A fine-tuning target the flagship base was not aligned on (PyPI animal-mnist 0.4, no Hub copy).
+    EMTDataset(
+        "animal_mnist", None, "image", "label", "object", offline_source="animal_mnist",
+        label_names=lambda: ANIMAL_MNIST_LABELS,
     ),
 ):  # fmt: skip
     DATASETS.add(_dataset.name, _dataset)

@@ -1,4 +1,4 @@
-"""Image sources that need no model hub: scikit-learn's digits and Debian's Fashion-MNIST files."""
+"""Image sources that need no model hub: scikit-learn's digits, Debian's Fashion-MNIST files, PyPI's Animal-MNIST."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.registry import Registry
+from emtbench.datasets.animal_mnist import animal_mnist
 
 FASHION_MNIST_DIR_ENV = "EMTBENCH_FASHION_MNIST_DIR"
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -74,3 +75,4 @@ OFFLINE_SOURCES: Registry[Callable[[str], tuple[np.ndarray, np.ndarray]]] = Regi
 """Loaders that need no Hub, by the name an :class:`~emtbench.datasets.emt.EMTDataset` gives as ``offline_source``."""
 OFFLINE_SOURCES.add("fashion_mnist_debian", fashion_mnist_debian)
 OFFLINE_SOURCES.add("sklearn_digits", sklearn_digits)
+OFFLINE_SOURCES.add("animal_mnist", animal_mnist)
