@@ -41,7 +41,9 @@ def test_train_prompt_eval_is_the_evaluation_question_with_its_label_list():
 
 def test_train_prompt_eval_is_refused_for_json_data_that_brings_its_own_questions(tmp_path):
     path = tmp_path / "data.json"
-    path.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}]))
+    path.write_text(
+        json.dumps([{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}])
+    )
     with pytest.raises(EmtbenchError, match="applies to emt: data"):
         load_conversations(str(path), prompt="eval")
     with pytest.raises(EmtbenchError, match="unknown training prompt"):
@@ -50,12 +52,19 @@ def test_train_prompt_eval_is_refused_for_json_data_that_brings_its_own_question
 
 @pytest.mark.parametrize(
     ("steps", "message"),
-    [(["4"], "outside the run"), (["0"], "outside the run"), (["x"], "not a step number"), (["1", "1"], "repeat")],
+    [
+        (["4"], "outside the run"),
+        (["0"], "outside the run"),
+        (["x"], "not a step number"),
+        (["1", "1"], "repeat"),
+    ],
 )
 def test_snapshot_steps_outside_the_run_are_refused_before_anything_loads(tmp_path, steps, message):
     settings = TrainSettings.of("linear", max_steps=4)
     with pytest.raises(EmtbenchError, match=message):
-        FinetuneOptions(model="m", data="emt:digits", output=tmp_path / "o", settings=settings, snapshot_steps=steps)
+        FinetuneOptions(
+            model="m", data="emt:digits", output=tmp_path / "o", settings=settings, snapshot_steps=steps
+        )
 
 
 def test_snapshot_flags_parse_and_print_back_to_the_same_options(tmp_path):

@@ -283,7 +283,7 @@ FUSED_CANDIDATES = ("linear", "lora", "msgm", "full")
 def forgetting_of(base: dict[str, Any], run: dict[str, Any]) -> float:
     """Mean accuracy lost on the other tasks (points): base minus run, averaged over :data:`OTHER_TASKS`."""
     drops = [100 * (base["emt"][task]["acc"] - run["emt"][task]["acc"]) for task in OTHER_TASKS]
-    return sum(drops) / len(drops)
+    return round(sum(drops) / len(drops), 6)  # rounded: equal losses must tie, not differ in the 15th digit
 
 
 def most_forgetting(options: DemoOptions) -> tuple[str, dict[str, float]]:

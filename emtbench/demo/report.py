@@ -286,7 +286,8 @@ def findings(options: DemoOptions, runs: dict[str, dict[str, Any]], fused: str |
         "F1_target_gain": {m: runs[m]["delta"].get(TARGET_TASK) for m in ends},
         "F2_other_tasks": {m: {t: runs[m]["delta"].get(t) for t in OTHER_TASKS} for m in ends},
         "F3_label_borrowing": {
-            name: {"count": run["borrowed"]["count"], "of": run["borrowed"]["of"]} for name, run in runs.items()
+            name: {"count": run["borrowed"]["count"], "of": run["borrowed"]["of"]}
+            for name, run in runs.items()
         },
         "F7_language": {m: runs[m]["language_delta"] for m in ends},
     }
@@ -307,7 +308,9 @@ def findings(options: DemoOptions, runs: dict[str, dict[str, Any]], fused: str |
         }
     mitigation: dict[str, Any] = {}
     if "rehearsal" in ends and "lora" in ends:
-        mitigation["rehearsal_minus_lora"] = {t: paired_between(options, "lora", "rehearsal", t) for t in EMT_TASKS}
+        mitigation["rehearsal_minus_lora"] = {
+            t: paired_between(options, "lora", "rehearsal", t) for t in EMT_TASKS
+        }
     if fused is not None:
         mitigation["fused_run"] = fused
         for fusion in ("tailor", "dare"):

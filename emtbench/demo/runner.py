@@ -176,8 +176,14 @@ def run_demo(options: DemoOptions | None = None, /, **values: Any) -> DemoResult
             "",
             table,
             "",
-            *([f"Model Tailor and DARE ran on {fused} (the run that forgets most: {_losses(forgetting)})", ""]
-              if fused else []),
+            *(
+                [
+                    f"Model Tailor and DARE ran on {fused} (the run that forgets most: {_losses(forgetting)})",
+                    "",
+                ]
+                if fused
+                else []
+            ),
             "stage timings:",
             render_timings(outcomes, base),
             f"this run: {wall:.0f} s ({len(ran)} stage(s) run, {len(outcomes) - len(ran)} skipped)",

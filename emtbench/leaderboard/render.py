@@ -402,7 +402,7 @@ def curve_series(lb: Leaderboard) -> dict[str, list[Row]]:
     for row in lb.rows:
         if row.entry.curve is not None and row.entry.step is not None:
             series.setdefault(row.entry.curve, []).append(row)
-    for name, rows in series.items():
+    for _name, rows in series.items():
         rows.sort(key=lambda row: row.entry.step)
         base = by_name.get(rows[0].entry.base or "")
         if base is not None and rows[0].entry.step > 0 and base.entry.curve is None:
@@ -418,7 +418,9 @@ def curve_charts(lb: Leaderboard) -> str:
     series = curve_series(lb)
     if not series:
         return '<p class="muted">No run is part of a curve (manifest field <code>curve</code> with <code>step</code>).</p>'
-    tasks = [task for task in lb.tasks if any(task in row.accuracy for rows in series.values() for row in rows)]
+    tasks = [
+        task for task in lb.tasks if any(task in row.accuracy for rows in series.values() for row in rows)
+    ]
     max_step = max((row.entry.step or 0) for rows in series.values() for row in rows) or 1
     width, height, left, right, top, bottom = 300.0, 210.0, 36.0, 10.0, 10.0, 34.0
     plot_w, plot_h = width - left - right, height - top - bottom
@@ -444,17 +446,15 @@ def curve_charts(lb: Leaderboard) -> str:
             )
         steps = sorted({row.entry.step or 0 for rows in series.values() for row in rows})
         for step in steps:
-            parts.append(f'<text x="{sx(step):.1f}" y="{top + plot_h + 12}" text-anchor="middle">{step}</text>')
+            parts.append(
+                f'<text x="{sx(step):.1f}" y="{top + plot_h + 12}" text-anchor="middle">{step}</text>'
+            )
         parts.append(
             f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">fine-tuning step</text>'
         )
         for index, (name, rows) in enumerate(series.items()):
             color = CURVE_COLORS[index % len(CURVE_COLORS)]
-            points = [
-                (row.entry.step or 0, row.accuracy[task], row)
-                for row in rows
-                if task in row.accuracy
-            ]
+            points = [(row.entry.step or 0, row.accuracy[task], row) for row in rows if task in row.accuracy]
             if len(points) > 1:
                 path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points)
                 parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')

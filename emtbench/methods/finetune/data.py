@@ -80,7 +80,9 @@ def load_conversations(
             f"{image_root} is not a folder", where="--image-root", fix="pass the folder of the images"
         )
     if prompt not in ("short", "eval"):
-        raise EmtbenchError(f"unknown training prompt {prompt!r}", where="--train-prompt", fix="use short or eval")
+        raise EmtbenchError(
+            f"unknown training prompt {prompt!r}", where="--train-prompt", fix="use short or eval"
+        )
     if spec.startswith("emt:"):
         return _emt_conversations(spec, split, limit, seed, prompt)
     else:

@@ -262,9 +262,9 @@ class FinetuneResult(WrittenModel):
 __all__ = [
     "LEGACY_RECORD_DEFAULTS",
     "TRAIN_PROMPTS",
-    "snapshot_output",
     "FinetuneOptions",
     "FinetuneResult",
     "TrainSettings",
     "TrainingOptions",
+    "snapshot_output",
 ]
