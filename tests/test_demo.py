@@ -281,3 +281,30 @@ def test_curve_points_and_snapshot_steps_follow_the_design():
     assert plan.run_names(quick) == ["base", "linear-step16", "linear", "lora-step16", "lora"]
     assert plan.run_names(full)[-2:] == ["tailor", "dare"]
     assert DemoOptions(out=Path("o"), train_steps=1).snapshot_steps == ()
+
+
+@pytest.mark.slow
+def test_full_demo_adds_rehearsal_and_fuses_the_run_that_forgets_most(tiny_flagship, tmp_path):
+    import contextlib
+    import io
+
+    out = tmp_path / "full"
+    sizes = [s for s in TINY_SIZES]
+    sizes[sizes.index("--train-steps") + 1] = "4"  # snapshots at 1 and 2 of 4 steps
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run_emtbench("demo", "--base-model", str(tiny_flagship), "--out", str(out), *sizes)
+    assert code == 0, printed.getvalue()[-3000:]
+    report = json.loads((out / "demo_report.json").read_text())
+    fused = report["fusion"]["fused"]
+    losses = report["fusion"]["forgetting"]
+    assert set(losses) == {"linear", "lora", "msgm", "full"} and losses[fused] == max(losses.values())
+    assert f"ran on {fused}" in printed.getvalue()
+    for fusion in ("tailor", "dare"):
+        command = json.loads((out / fusion / "stage.json").read_text())["commands"][0]
+        assert command[command.index("--finetuned") + 1] == str(out / f"finetune-{fused}" / "model")
+        assert report["runs"][fusion]["method"] == f"{fusion} on {fused}"
+    record = json.loads((out / "finetune-rehearsal" / "model" / "emtbench_run.json").read_text())
+    assert record["data"]["rehearsal"] == ["emt:digits", "emt:fashion_mnist"]
+    assert [p["step"] for p in report["curve"]["rehearsal"]] == [0, 1, 2, 4]
+    assert set(report["findings"]["F6_mitigation"]) >= {"rehearsal_minus_lora", f"tailor_minus_{fused}"}
