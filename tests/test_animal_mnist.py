@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import pickletools
@@ -325,3 +326,51 @@ def test_emt_offline_group_is_unchanged():
     assert "emt_animal_mnist" not in group
     task = (TASKS_DIR / "emt" / "emt_animal_mnist.yaml").read_text()
     assert "task: emt_animal_mnist" in task and "emt_dataset: animal_mnist" in task
+
+
+# --- end to end (tiny random models; the numbers mean nothing, the plumbing does) -------------------
+
+
+@needs_package
+@pytest.mark.slow
+def test_task_runs_through_lm_eval(tiny_llava_dir, tmp_path):
+    from conftest import read_results, run_emtbench
+
+    from emtbench.judges.base import METRIC_NAMES
+
+    code = run_emtbench(
+        "eval", "--model", "hf-multimodal", "--model_args", f"pretrained={tiny_llava_dir}",
+        "--device", "cpu", "--tasks", "emt_animal_mnist", "--limit", "4", "--batch_size", "2",
+        "--apply_chat_template", "--output_path", str(tmp_path), "--log_samples",
+    )  # fmt: skip
+    assert code == 0
+    metrics = read_results(tmp_path)["results"]["emt_animal_mnist"]
+    assert sum(metrics[f"{name},none"] for name in METRIC_NAMES) == pytest.approx(1.0)
+    samples = [
+        json.loads(line)
+        for path in tmp_path.rglob("samples_emt_animal_mnist_*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert len(samples) == 4
+    prompt = samples[0]["arguments"]["gen_args_0"]["arg_0"]
+    assert "What is the object in the image? Please only answer a single object in bear, bird," in prompt
+    assert {s["target"] for s in samples} <= set(get_dataset("animal_mnist").labels)
+
+
+@needs_package
+@pytest.mark.slow
+def test_finetune_trains_on_the_train_split(tiny_llava_dir, tmp_path):
+    from conftest import run_emtbench
+
+    from emtbench.methods.finetune.data import load_conversations
+
+    rows = load_conversations("emt:animal_mnist", limit=6, seed=0)
+    assert len(rows) == 6 and all(r["answer"].startswith("The object is a(n) ") for r in rows)
+    output = tmp_path / "tuned"
+    code = run_emtbench(
+        "finetune", "--model", str(tiny_llava_dir), "--method", "lora", "--data", "emt:animal_mnist",
+        "--limit", "4", "--max-steps", "1", "--batch-size", "2", "--output", str(output),
+    )  # fmt: skip
+    assert code == 0
+    run = json.loads((output / "emtbench_run.json").read_text())
+    assert run["data"]["train"] == "emt:animal_mnist" and run["data"]["examples"] == {"emt:animal_mnist": 4}

@@ -51,6 +51,7 @@ ANSWERS = [
 def test_every_probe_has_a_test_and_a_paper_subset():
     assert set(FAMILIES) == {
         "emt-mnist", "emt-cifar10", "emt-cifar100", "emt-miniimagenet", "emt-digits", "emt-fashion-mnist",
+        "emt-animal-mnist",
     }  # fmt: skip
     test, paper = standard_variants(FAMILIES["emt-cifar10"])
     assert (test.dataset_id, test.metadata()) == ("emt-cifar10-test", {"split": "test"})
