@@ -78,9 +78,9 @@ class DemoOptions:
     out: Path
     quick: bool = False
     base_model: Path | None = None
-    limit: int = 100
-    """Held-out test images per EMT task."""
-    language_docs: int = 20
+    limit: int = 64
+    """Held-out test images per EMT task (why 64: ``emtbench demo --help``, "Test images")."""
+    language_docs: int = 10
     """Evaluate the first N module docstrings of ``emt_stdlib_ppl`` (its fixed order)."""
     train_examples: int = 256
     train_steps: int = 32
