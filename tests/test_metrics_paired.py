@@ -148,5 +148,55 @@ def test_read_samples_carries_doc_ids(tmp_path):
     ]
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     samples = read_samples(path)
-    assert samples.doc_ids == (7, 3) and samples.scores.tolist() == [1.0, 0.0]
-    assert read_samples(path, filter_name="strict").doc_ids == (7,)
+    assert samples.doc_ids.tolist() == [7, 3] and samples.scores.tolist() == [1.0, 0.0]
+    assert read_samples(path, filter_name="strict").doc_ids.tolist() == [7]
+
+
+def _strict(path, metric="acc"):
+    from emtbench.core.readers import read_text
+    from emtbench.metrics.bootstrap import _read_by_filter
+
+    by_filter, doc_ids = _read_by_filter(path, metric, read_text(path))
+    return {key: (scores, [d for d, _ in doc_ids[key]]) for key, scores in by_filter.items()}
+
+
+def test_fast_reader_agrees_with_the_strict_reader(tmp_path, lm_eval_run):
+    """The C-speed path must read what the strict reader reads, on real lm-eval files and on filters."""
+    from emtbench.core.readers import read_text
+    from emtbench.metrics.bootstrap import _read_fast
+
+    real = sorted(lm_eval_run.rglob("samples_*.jsonl"))
+    crafted = tmp_path / "samples_t_2026.jsonl"
+    lines = [
+        {"doc_id": i, "filter": f, "acc": float(i % 3 == 0)} for i in range(7) for f in ("none", "strict")
+    ]
+    crafted.write_text("\r\n".join(json.dumps(line) for line in lines) + "\r\n")
+    checked = 0
+    for path in [*real, crafted]:
+        fast = _read_fast(read_text(path), "acc")
+        if fast is None:
+            continue  # e.g. a judged task with judge errors: the strict reader reads it
+        strict = _strict(path)
+        assert sorted(fast) == sorted(strict)
+        for key, (scores, ids) in fast.items():
+            assert scores.tolist() == strict[key][0] and ids.tolist() == strict[key][1]
+        checked += 1
+    assert checked >= 2  # the crafted file and at least one real one took the fast path
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"doc_id": 0, "acc": 0.0, "acc": 1.0}',  # duplicate key
+        '{"doc_id": 0, "acc": NaN}',
+        '{"doc_id": 0, "acc": 1e999}',
+        '{"doc_id": 0, "acc": true}',
+        '[["acc", 1.0]]',  # an array, not an object
+        '{"doc_id": 1, "acc": 1.0}',  # doc 1 twice
+    ],
+)
+def test_fast_reader_leaves_anything_unusual_to_the_strict_one(line):
+    from emtbench.metrics.bootstrap import _read_fast
+
+    text = '{"doc_id": 1, "acc": 1.0}\n' + line + "\n"
+    assert _read_fast(text, "acc") is None

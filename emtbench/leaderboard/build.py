@@ -10,22 +10,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.readers import read_json
+from emtbench.leaderboard.intervals import compute_intervals
 from emtbench.leaderboard.manifest import BASE_METHODS, Manifest, RunEntry, default_groups, load_manifest
 from emtbench.leaderboard.results import RunResults, read_results, sample_file_task
 from emtbench.metrics import (
     AccuracyMatrix,
-    bootstrap_ci,
+    SampleScores,
     delta,
-    delta_ci,
     group_score,
     mean,
-    read_sample_scores,
+    read_samples,
     tailor_scores,
 )
 
@@ -54,7 +53,12 @@ class Row:
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     delta: dict[str, float] = field(default_factory=dict)
     delta_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Interval of each group's Δ: paired (same documents resampled jointly) unless in ``delta_ci_independent``."""
+    delta_ci_independent: set[str] = field(default_factory=set)
+    """Groups whose Δ interval resampled base and run independently (their samples carry no shared doc_ids)."""
     forgetting: dict[str, float] = field(default_factory=dict)
+    forgetting_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Paired interval of each task's forgetting (base − run, points), the base's documents resampled jointly."""
     original: float | None = None
     target: float | None = None
     h_score: float | None = None
@@ -80,6 +84,8 @@ class Leaderboard:
     problems: list[Problem]
     flags: list[Problem] = field(default_factory=list)
     """What is shown but should be read with care (low judge coverage); never blocks a build."""
+    pairing: list[Problem] = field(default_factory=list)
+    """Paired intervals over part of the documents, or none (base and run scored different documents)."""
     min_judge_coverage: float = 0.95
 
     @property
@@ -133,13 +139,13 @@ def _load_samples(
             results.samples[task] = path
 
 
-def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector) -> dict[str, Any]:
+def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector) -> dict[str, SampleScores]:
     scores = {}
     for task, path in sorted(results.samples.items()):
         metric = results.metric[task].split(",")[0]
         filter_name = results.metric[task].split(",", 1)[1] if "," in results.metric[task] else None
         try:
-            task_scores = read_sample_scores(path, metric, filter_name)
+            task_scores = read_samples(path, metric, filter_name)
         except EmtbenchError as error:
             issues.add(where, describe(error), f"no interval for {task}")
             continue
@@ -151,8 +157,9 @@ def _sample_scores(row: Row, results: RunResults, where: str, issues: _Collector
     return scores
 
 
-def _disagreement(task: str, task_scores: Any, results: RunResults) -> str | None:
+def _disagreement(task: str, samples: SampleScores, results: RunResults) -> str | None:
     """Why a samples file does not describe the run its results file reports, or None if it does."""
+    task_scores = samples.scores
     count = results.counts.get(task)
     if count is not None:
         expected = round(count * results.coverage.get(task, 1.0))  # judge errors carry no score
@@ -218,7 +225,7 @@ def _continual(entry: RunEntry, row: Row, manifest_path: Path, where: str, issue
 
 def _load_row(
     index: int, entry: RunEntry, manifest: Manifest, manifest_path: Path, issues: _Collector
-) -> tuple[Row, dict[str, Any]] | None:
+) -> tuple[Row, dict[str, SampleScores]] | None:
     where = _where(manifest_path, index)
     try:
         results = read_results(_resolve(manifest_path, entry.results), manifest.metrics)
@@ -240,9 +247,6 @@ def _load_row(
     row.low_coverage = [t for t, c in results.coverage.items() if t in results.accuracy and c < threshold]
     _load_samples(entry, results, manifest_path, where + ".samples", issues)
     scores = _sample_scores(row, results, where + ".samples", issues)
-    options = manifest.bootstrap.model_dump()
-    for task, task_scores in scores.items():
-        row.ci[task] = bootstrap_ci(task_scores, **options)
     row.params_changed = _params_changed(entry, manifest_path, where, issues)
     _continual(entry, row, manifest_path, where, issues)
     return row, scores
@@ -251,8 +255,6 @@ def _load_row(
 def _compare(
     row: Row,
     base: Row | None,
-    scores: dict[str, Any],
-    base_scores: dict[str, Any],
     lb: Leaderboard,
     manifest: Manifest,
     where: str,
@@ -289,12 +291,6 @@ def _compare(
         for group, datasets in lb.groups.items():
             if all(task in row.accuracy and task in base.accuracy for task in datasets):
                 row.delta[group] = delta(base.accuracy, row.accuracy, datasets)
-                if all(task in scores and task in base_scores for task in datasets):
-                    row.delta_ci[group] = delta_ci(
-                        [base_scores[t] for t in datasets],
-                        [scores[t] for t in datasets],
-                        **manifest.bootstrap.model_dump(),
-                    )
         if all(part in row.delta for part in NL_PARTS):
             row.delta[NL_GROUP] = mean(row.delta[part] for part in NL_PARTS)
     target = [task for task in entry.target_tasks if task in row.accuracy]
@@ -351,7 +347,7 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
     groups = {**default_groups(), **manifest.groups}
     issues = _Collector()
     rows: list[Row] = []
-    loaded: dict[str, tuple[Row, dict[str, Any]]] = {}
+    loaded: dict[str, tuple[Row, dict[str, SampleScores]]] = {}
     first_index: dict[str, int] = {}
     for index, entry in enumerate(tqdm(manifest.runs, desc="reading runs", unit="run", disable=not progress)):
         if entry.name in first_index:
@@ -376,6 +372,7 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
         min_judge_coverage=manifest.min_judge_coverage,
     )
     in_cycle = _base_cycles(manifest)
+    bases: dict[str, str] = {}
     for row in tqdm(rows, desc="scoring runs", unit="run", disable=not progress):
         entry = row.entry
         where = _where(manifest_path, first_index[entry.name])
@@ -402,8 +399,9 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
                 f"method {entry.method!r} fine-tunes a model but the run names no `base`",
                 "Δ and forgetting left empty",
             )
-        base_scores = loaded[entry.base][1] if base is not None else {}
-        _compare(row, base, loaded[entry.name][1], base_scores, lb, manifest, where, issues)
+        if base is not None:
+            bases[entry.name] = entry.base  # type: ignore[assignment]
+        _compare(row, base, lb, manifest, where, issues)
         if entry.encoder is not None:
             encoder = loaded.get(entry.encoder)
             shared = [t for t in row.accuracy if encoder and t in encoder[0].accuracy]
@@ -416,6 +414,10 @@ def load_leaderboard(manifest_path: str | Path, *, progress: bool = True) -> Lea
             else:
                 row.encoder_gap = mean(encoder[0].accuracy[t] - row.accuracy[t] for t in shared)  # type: ignore[index]
     lb.tasks = order_tasks(groups, rows, manifest.tasks)
+    wheres = {row.entry.name: _where(manifest_path, first_index[row.entry.name]) for row in rows}
+    lb.pairing = compute_intervals(
+        {name: found for name, found in loaded.items()}, bases, lb, manifest.bootstrap.model_dump(), wheres
+    )
     for row in rows:
         for task in row.low_coverage:
             lb.flags.append(

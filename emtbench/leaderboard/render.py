@@ -21,6 +21,7 @@ from typing import Any
 
 from emtbench.core.version import __version__
 from emtbench.leaderboard.build import Leaderboard, Row, group_omega
+from emtbench.metrics import SIGNIFICANCE_LEGEND, SIGNIFICANT_MARK, significant
 
 MAX_FORGETTING_CHARTS = 40
 MAX_POINT_LABELS = 15
@@ -49,9 +50,22 @@ def row_record(row: Row, lb: Leaderboard) -> dict[str, Any]:
         "accuracy": {task: _number(row.accuracy.get(task)) for task in lb.tasks},
         "accuracy_ci": {task: _pair(row.ci.get(task)) for task in lb.tasks},
         "forgetting": {task: _number(row.forgetting.get(task)) for task in lb.tasks},
+        "forgetting_ci": {task: _pair(row.forgetting_ci.get(task)) for task in lb.tasks},
+        "forgetting_significant": {
+            task: significant(row.forgetting_ci[task]) if task in row.forgetting_ci else None
+            for task in lb.tasks
+        },
         "group_score": {group: _number(group_omega(row, datasets)) for group, datasets in lb.groups.items()},
         "delta": {group: _number(row.delta.get(group)) for group in lb.delta_groups},
         "delta_ci": {group: _pair(row.delta_ci.get(group)) for group in lb.delta_groups},
+        "delta_ci_paired": {
+            group: (group not in row.delta_ci_independent) if group in row.delta_ci else None
+            for group in lb.delta_groups
+        },
+        "delta_significant": {
+            group: significant(row.delta_ci[group]) if group in row.delta_ci else None
+            for group in lb.delta_groups
+        },
         "original_average": _number(row.original),
         "target_average": _number(row.target),
         "h_score": _number(row.h_score),
@@ -81,12 +95,19 @@ def render_json(lb: Leaderboard) -> str:
         "description": lb.description,
         "emtbench_version": __version__,
         "units": {"accuracy": "percent", "delta": "points", "params_changed": "fraction"},
+        "intervals": {
+            "accuracy_ci": "percentile bootstrap over the run's own documents",
+            "forgetting_ci": "paired: base and run resampled with one draw of the base's documents",
+            "delta_ci": "paired per task (independent across tasks) where delta_ci_paired is true",
+            "significant": SIGNIFICANCE_LEGEND,
+        },
         "groups": lb.groups,
         "tasks": lb.tasks,
         "runs": [row_record(row, lb) for row in lb.rows],
         "skipped": [{"where": p.where, "problem": p.message, "left_out": p.consequence} for p in lb.problems],
         "min_judge_coverage": lb.min_judge_coverage,
         "flags": [{"where": p.where, "problem": p.message, "meaning": p.consequence} for p in lb.flags],
+        "pairing": [{"where": p.where, "problem": p.message, "meaning": p.consequence} for p in lb.pairing],
     }
     # Compact: json.dumps with indent falls back to the pure-Python encoder, 10x slower at 1,000 runs.
     # allow_nan=False: the readers refuse NaN, so one here is a bug to surface, not JSON to write.
@@ -110,6 +131,12 @@ def render_csv(lb: Leaderboard) -> str:
     header += [f"delta:{group}" for group in lb.delta_groups]
     header += ["A_o", "A_t", "h_score", "avg", "params_changed", "encoder_gap", "bwt", "continual_forgetting"]
     header += ["low_judge_coverage"]
+    header += [f"forgetting:{task}" for task in lb.tasks]
+    header += [f"forgetting_ci_low:{task}" for task in lb.tasks] + [
+        f"forgetting_ci_high:{task}" for task in lb.tasks
+    ]
+    header += [f"delta_ci_low:{group}" for group in lb.delta_groups]
+    header += [f"delta_ci_high:{group}" for group in lb.delta_groups]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -124,6 +151,15 @@ def render_csv(lb: Leaderboard) -> str:
         cells += [_csv_number(row.params_changed, 8), _csv_number(row.encoder_gap)]
         cells += [_csv_number(row.bwt), _csv_number(row.continual_forgetting)]
         cells.append(_csv_text(" ".join(row.low_coverage)))
+        cells += [_csv_number(row.forgetting.get(task)) for task in lb.tasks]
+        for side in (0, 1):
+            cells += [
+                _csv_number(row.forgetting_ci[t][side]) if t in row.forgetting_ci else "" for t in lb.tasks
+            ]
+        for side in (0, 1):
+            cells += [
+                _csv_number(row.delta_ci[g][side]) if g in row.delta_ci else "" for g in lb.delta_groups
+            ]
         writer.writerow(cells)
     return buffer.getvalue()
 
@@ -155,8 +191,11 @@ def _num_cell(
     ci: tuple[float, float] | None = None,
     extra: str = "",
     note: str = "",
+    mark: bool = False,
 ) -> str:
     shown = escape(_fmt(value, signed=signed))
+    if mark and value is not None:
+        shown += f'<sup class="sig">{SIGNIFICANT_MARK}</sup>'
     classes = [extra] if extra else []
     if signed and value is not None and value != 0:
         classes.append("pos" if value > 0 else "neg")
@@ -166,11 +205,22 @@ def _num_cell(
     title = ""
     if ci is not None:
         interval = f'<span class="ci">[{_fmt(ci[0])}, {_fmt(ci[1])}]</span>'
-        title = f"95% bootstrap interval {_fmt(ci[0])}–{_fmt(ci[1])}"
+        title = f"95% {'paired ' if signed else ''}bootstrap interval {_fmt(ci[0])}–{_fmt(ci[1])}"
     if note:
         title = f"{title}; {note}" if title else note
     title = f' title="{escape(title)}"' if title else ""
     return f'<td{class_attr} data-v="{sort_value}"{title}>{shown}{interval}</td>'
+
+
+def _change_note(row: Row, task: str) -> str:
+    """Tooltip of a fine-tuned run's accuracy cell: its forgetting and paired interval (where there is one)."""
+    ci = row.forgetting_ci.get(task)
+    if ci is None or task not in row.forgetting:
+        return ""
+    verdict = "significant" if significant(ci) else "not significant"
+    return (
+        f"forgetting {row.forgetting[task]:+.2f}, paired 95% interval {_fmt(ci[0])}–{_fmt(ci[1])} ({verdict})"
+    )
 
 
 def _text_cell(text: str | None, html_text: str | None = None) -> str:
@@ -228,14 +278,27 @@ def _table(lb: Leaderboard) -> str:
                 if low
                 else ""
             )
-            cells.append(_num_cell(row.accuracy.get(task), ci=row.ci.get(task), extra=classes, note=note))
+            change = _change_note(row, task)
+            note = "; ".join(filter(None, (note, change)))
+            cells.append(
+                _num_cell(
+                    row.accuracy.get(task),
+                    ci=row.ci.get(task),
+                    extra=classes,
+                    note=note,
+                    mark=significant(row.forgetting_ci.get(task)),
+                )
+            )
         for index, group in enumerate(lb.delta_groups):
+            independent = group in row.delta_ci_independent
             cells.append(
                 _num_cell(
                     row.delta.get(group),
                     signed=True,
                     ci=row.delta_ci.get(group),
                     extra="group-start" if index == 0 else "",
+                    note="independent interval (samples carry no shared doc_id)" if independent else "",
+                    mark=significant(row.delta_ci.get(group)),
                 )
             )
         cells.append(_num_cell(row.original, extra="group-start"))
@@ -255,6 +318,16 @@ def _table(lb: Leaderboard) -> str:
         + "</tr></thead><tbody>\n"
         + "\n".join(body)
         + "\n</tbody></table>"
+    )
+
+
+def significance_legend() -> str:
+    """The line under the table that says what the mark means."""
+    return (
+        f'<p class="legend"><sup class="sig">{SIGNIFICANT_MARK}</sup> '
+        + escape(SIGNIFICANCE_LEGEND.split("= ", 1)[1])
+        + ". On an accuracy cell it marks the run's change from its base on that task (per-task forgetting); "
+        "on a Δ cell, the group's Δ. Hover a cell for the interval.</p>"
     )
 
 
@@ -546,6 +619,16 @@ def _flags(lb: Leaderboard) -> str:
     )
 
 
+def _pairing(lb: Leaderboard) -> str:
+    if not lb.pairing:
+        return ""
+    items = "".join(f"<li>{escape(str(note))}</li>" for note in lb.pairing)
+    return (
+        f'<section class="flags"><strong>Paired intervals: {len(lb.pairing)} cell(s) where a run and its base '
+        f"were not scored on the same documents</strong><ul>{items}</ul></section>"
+    )
+
+
 def render_html(lb: Leaderboard) -> str:
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     policy = (
@@ -563,6 +646,8 @@ def render_html(lb: Leaderboard) -> str:
         problems=_problems(lb) + _flags(lb),
         options=options,
         table=_table(lb),
+        legend=significance_legend(),
+        pairing=_pairing(lb),
         forgetting=forgetting_charts(lb),
         curves=curve_charts(lb),
         h_vs_params=h_vs_params_chart(lb),

@@ -19,8 +19,10 @@ matrix product, so a leaderboard resamples a task once for all of its runs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from zlib import crc32
 
@@ -47,7 +49,8 @@ class SampleScores:
     """One task's per-document scores of one model, in file order, with each document's ``doc_id``."""
 
     scores: np.ndarray
-    doc_ids: tuple[object, ...]
+    doc_ids: np.ndarray
+    """int64 when every doc_id is an integer (lm-eval's case), else an object array (None where absent)."""
 
     def __len__(self) -> int:
         return int(self.scores.size)
@@ -69,23 +72,120 @@ def read_sample_scores(path: str | Path, metric: str = "acc", filter_name: str |
 def read_samples(path: str | Path, metric: str = "acc", filter_name: str | None = None) -> SampleScores:
     """:func:`read_sample_scores` plus each scored document's ``doc_id`` (None where a line has none)."""
     path = Path(path)
-    by_filter, doc_ids = _read_by_filter(path, metric)
+    fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
+    text = read_text(path, what="samples file", fix=fix)
+    found = _read_fast(text, metric)
+    if found is None:  # something unusual: the strict reader names it, or reads it the careful way
+        by_filter, doc_ids = _read_by_filter(path, metric, text)
+        found = {
+            key: (np.asarray(scores, dtype=float), _id_array([doc_id for doc_id, _ in doc_ids[key]]))
+            for key, scores in by_filter.items()
+        }
     if filter_name is None:
-        filter_name = "none" if "none" in by_filter else sorted(by_filter)[0]
-    if filter_name not in by_filter:
-        raise EmtbenchError(
-            f"no samples for filter {filter_name!r} (found {sorted(by_filter)})", where=str(path)
-        )
-    return SampleScores(
-        np.asarray(by_filter[filter_name], dtype=float), tuple(doc_id for doc_id, _ in doc_ids[filter_name])
-    )
+        filter_name = "none" if "none" in found else sorted(found)[0]
+    if filter_name not in found:
+        raise EmtbenchError(f"no samples for filter {filter_name!r} (found {sorted(found)})", where=str(path))
+    scores, doc_ids = found[filter_name]
+    return SampleScores(scores, doc_ids)
+
+
+def _id_array(doc_ids: list) -> np.ndarray:
+    if doc_ids and set(map(type, doc_ids)) == {int}:
+        try:
+            return np.asarray(doc_ids, dtype=np.int64)
+        except OverflowError:
+            pass
+    array = np.empty(len(doc_ids), dtype=object)
+    array[:] = doc_ids
+    return array
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+_PLAIN_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_NUMBER_TYPES = {float, int}
+_DICT = {dict}
+
+
+def _read_fast(text: str, metric: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """The common, well-formed file at C speed: per filter, (scores, doc_ids); None = let the strict reader look.
+
+    The whole file is one C-level ``json`` parse into plain dicts, with no Python hook per object.
+    What the hooks of the strict reader check is checked on the result instead: each key this reader
+    uses (the metric, ``doc_id``, ``filter``) occurs in the text exactly as often as the parsed lines
+    hold it, so none is repeated within a line (and none hides in a nested object); NaN and Infinity
+    stop the parse; escaped surrogates are not in the text; scores are numbers in [0, 1] (an
+    overflowing 1e999 is not). Anything this path does not fully vouch for (also: a line that is not an
+    object, an unscored line, a missing, repeated or non-integer doc_id) returns None, and the strict
+    line-by-line reader gives the named error or reads the file its careful way. Not checked here: keys
+    this reader does not use, and a repeated key spelled with ``\\u`` escapes (``"\\u0061cc"``).
+    """
+    if _ESCAPED_SURROGATE.search(text):
+        return None
+    # One line per record: joining them with commas makes one JSON array (a blank line in the
+    # middle makes ",," and so the strict reader; JSON strings cannot hold a raw newline).
+    body = text.strip().replace("\r\n", "\n").replace("\n", ",")
+    try:
+        records = _PLAIN_DECODER.decode("[" + body + "]")
+    except (ValueError, RecursionError):
+        return None
+    if not records or set(map(type, records)) != _DICT:
+        return None
+    try:
+        scores = list(map(itemgetter(metric), records))
+    except KeyError:
+        return None  # unscored lines (judge errors): the strict reader decides what they mean
+    if set(map(type, scores)) - _NUMBER_TYPES:
+        return None  # booleans, strings, null
+    values = np.asarray(scores, dtype=float)
+    if not (np.all(values >= 0.0) and np.all(values <= 1.0)):
+        return None
+    doc_ids = list(map(methodcaller("get", "doc_id"), records))
+    if None in doc_ids:
+        return None
+    filters = list(map(methodcaller("get", "filter", _MISSING), records))
+    unfiltered = filters.count(_MISSING)
+    if unfiltered:
+        filters = ["none" if name is _MISSING else name for name in filters]
+    # Each string token "acc" / "doc_id" / "filter" in the text (a key in any spacing, or a value) must
+    # be one the parse accounts for: the top-level key of each line, and the metric's own name in each
+    # line's "metrics" list. A repeated key, one in a nested object, or any other such string is more.
+    listed = sum(map(methodcaller("count", metric), map(methodcaller("get", "metrics", ()), records)))
+    if (
+        text.count(json.dumps(metric)) != len(records) + listed
+        or text.count('"doc_id"') != len(records)
+        or text.count('"filter"') != len(records) - unfiltered
+    ):
+        return None  # a key repeated in a line, inside a nested object, or spelled unusually
+    names = set(filters)
+    if set(map(type, names)) != {str}:
+        return None
+    found = {}
+    if len(names) == 1:
+        groups = {filters[0]: (values, doc_ids)}
+    else:
+        keys = np.asarray(filters, dtype=object)
+        groups = {}
+        for name in names:
+            mask = keys == name
+            groups[name] = (values[mask], [doc_ids[i] for i in np.flatnonzero(mask)])
+    for name, (group_values, group_ids) in groups.items():
+        ids = _id_array(group_ids)
+        if ids.dtype != np.int64:
+            return None  # doc_ids that are not plain integers: checked the strict way
+        if not np.all(ids[1:] > ids[:-1]) and np.unique(ids).size != ids.size:  # lm-eval logs them in order
+            return None  # a repeated doc_id: the strict reader names the line
+        found[name] = (group_values, ids)
+    return found
 
 
 def _read_by_filter(
-    path: Path, metric: str
+    path: Path, metric: str, text: str
 ) -> tuple[dict[str, list[float]], dict[str, list[tuple[object, int]]]]:
     fix = "pass the samples_*.jsonl files lm-eval wrote with --log_samples"
-    text = read_text(path, what="samples file", fix=fix)
     numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     try:  # one C-level parse of the whole file is faster than a parse per line
         records = parse_json("[" + ",".join(line for _, line in numbered) + "]", str(path))
@@ -209,9 +309,25 @@ def bootstrap_statistic_ci(
     return float(low), float(high)
 
 
-def bootstrap_ci(scores: Sequence[float] | np.ndarray, **options) -> tuple[float, float]:
-    """Interval (in %) of one task's accuracy from its per-sample scores."""
-    return bootstrap_statistic_ci([scores], lambda accuracies: accuracies[:, 0], **options)
+def bootstrap_ci(
+    scores: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = DEFAULT_CONFIDENCE,
+    seed: Seed = 0,
+) -> tuple[float, float]:
+    """Interval (in %) of one task's accuracy from its per-sample scores.
+
+    Drawn with :func:`resample_counts` (the draw the leaderboard shares between a task's runs), so the
+    leaderboard's ``accuracy_ci`` of a task is ``bootstrap_ci(scores, seed=task_seed(seed, task))``
+    on the scores in doc_id order.
+    """
+    scores = np.asarray(scores, dtype=float).ravel()
+    if scores.size == 0:
+        raise EmtbenchError("cannot bootstrap zero samples")
+    resampled = resample_counts(scores.size, resamples, seed) @ scores * 100.0 / scores.size
+    low, high = percentile_interval(resampled, confidence)
+    return float(low), float(high)
 
 
 def group_score_ci(samples: Sequence[Sequence[float] | np.ndarray], **options) -> tuple[float, float]:
@@ -256,12 +372,14 @@ def task_seed(seed: int, task: str) -> tuple[int, int]:
     return (int(seed), crc32(task.encode("utf-8")))
 
 
-def percentile_interval(values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE) -> np.ndarray:
-    """Percentile interval of resampled values along axis 0: shape (2, ...) as (low, high)."""
+def percentile_interval(
+    values: np.ndarray, confidence: float = DEFAULT_CONFIDENCE, axis: int = 0
+) -> np.ndarray:
+    """Percentile interval of resampled values along ``axis``: shape (2, ...) as (low, high)."""
     if not 0.0 < confidence < 1.0:
         raise EmtbenchError(f"confidence must be in (0, 1), got {confidence}")
     tail = 100.0 * (1.0 - confidence) / 2.0
-    return np.percentile(values, [tail, 100.0 - tail], axis=0)
+    return np.percentile(values, [tail, 100.0 - tail], axis=axis)
 
 
 def _aligned_pair(base_scores, run_scores) -> tuple[np.ndarray, np.ndarray]:
@@ -294,7 +412,7 @@ def paired_delta_ci(
     """
     base, run = _aligned_pair(base_scores, run_scores)
     counts = resample_counts(base.size, resamples, seed)
-    resampled = counts @ (base - run) * (100.0 / base.size)
+    resampled = counts @ (base - run) * 100.0 / base.size
     low, high = percentile_interval(resampled, confidence)
     return float(low), float(high)
 
@@ -323,7 +441,7 @@ def paired_statistic_ci(
         base, run = _aligned_pair(base_scores, run_scores)
         task_seed_ = seeds[index] if seeds is not None else (*np.atleast_1d(seed).tolist(), index)
         counts = resample_counts(base.size, resamples, task_seed_)
-        both = counts @ np.stack([base, run], axis=1) * (100.0 / base.size)
+        both = counts @ np.stack([base, run], axis=1) * 100.0 / base.size
         base_acc.append(both[:, 0])
         run_acc.append(both[:, 1])
     low, high = percentile_interval(statistic(np.stack(base_acc, 1), np.stack(run_acc, 1)), confidence)
