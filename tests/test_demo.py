@@ -88,6 +88,7 @@ def test_quick_demo_runs_every_stage_and_reports(quick_demo):
             for task in TASKS:
                 delta = run["delta"][task]
                 assert delta["paired"] == 2 and delta["ci"][0] <= delta["delta"] <= delta["ci"][1]
+                assert delta["interval_from"] == "leaderboard.json forgetting_ci"  # table = page
             assert run["language_delta"]["documents"] == 2
     assert [point["step"] for point in report["curve"]["lora"]] == [0, 1, 2]
     assert report["curve"]["lora"][0]["run"] == "base" and report["curve"]["lora"][1]["run"] == "lora-step1"

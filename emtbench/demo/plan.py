@@ -276,6 +276,9 @@ def model_folder(options: DemoOptions, point: RunPoint) -> Path:
     return folder
 
 
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of every paired interval (the leaderboard's and the demo report's)."""
+
 FUSED_CANDIDATES = ("linear", "lora", "msgm", "full")
 """Runs Model Tailor and DARE may be applied to: the plain fine-tunes (``rehearsal`` is a mitigation)."""
 
@@ -344,6 +347,7 @@ def manifest(options: DemoOptions, base: Path) -> dict[str, Any]:
             "terminal table and demo_report.json."
         ),
         "groups": {"EMT": list(EMT_TASKS), "original": list(OTHER_TASKS)},
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "confidence": 0.95, "seed": 0},
         "runs": runs,
     }
 

@@ -31,9 +31,9 @@ from emtbench.demo.options import (
     DemoOptions,
     options_record,
 )
-from emtbench.demo.plan import StageOutcome, run_points
+from emtbench.demo.plan import BOOTSTRAP_RESAMPLES, StageOutcome, run_points
 
-RESAMPLES = 2000
+RESAMPLES = BOOTSTRAP_RESAMPLES
 SEED = 0
 FAILURE_KINDS = ("wrong", "intrinsic_hallucination", "extrinsic_hallucination", "empty", "unparseable")
 
@@ -155,6 +155,19 @@ def paired_accuracy_delta(base: TaskSamples, run: TaskSamples, *, seed: int = SE
     }
 
 
+def _with_leaderboard_interval(delta: dict[str, Any], row: dict[str, Any], task: str) -> dict[str, Any]:
+    """Use ``leaderboard.json``'s paired ``forgetting_ci`` (base − run) so the table and the page agree."""
+    from emtbench.metrics import significant
+
+    forgetting = (row.get("forgetting") or {}).get(task)
+    interval = (row.get("forgetting_ci") or {}).get(task)
+    if forgetting is None or interval is None:
+        return delta
+    ci = [round(-interval[1], 2), round(-interval[0], 2)]
+    return {**delta, "delta": round(-forgetting, 2), "ci": ci, "significant": significant(ci),
+            "interval_from": "leaderboard.json forgetting_ci"}  # fmt: skip
+
+
 def paired_perplexity_delta(
     base: dict[Any, tuple[float, float]], run: dict[Any, tuple[float, float]], *, seed: int = SEED
 ) -> dict[str, Any]:
@@ -233,11 +246,12 @@ def collect_runs(options: DemoOptions, outcomes: list[StageOutcome], site: Path)
         }
         if point.name != "base":
             run["delta"] = {
-                task: paired_accuracy_delta(base_samples[task], samples[task])
+                task: _with_leaderboard_interval(
+                    paired_accuracy_delta(base_samples[task], samples[task]), row, task
+                )
                 for task in EMT_TASKS
                 if base_samples.get(task) is not None and samples.get(task) is not None
             }
-            run["leaderboard_forgetting_ci"] = row.get("forgetting_ci")
             run["language_delta"] = paired_perplexity_delta(
                 base_language, read_language_samples(folder / "language")
             )
