@@ -359,7 +359,12 @@ def _delta_cell(delta: dict[str, Any] | None, digits: int = 1) -> str:
         return ""
     low, high = delta["ci"]
     mark = "!" if delta["significant"] else " "
-    return f"{delta['delta']:+.{digits}f} [{low:+.{digits}f},{high:+.{digits}f}]{mark}"
+
+    def number(value: float) -> str:
+        value = round(value, digits) + 0.0  # no "-0.0"
+        return f"{value:+.2e}" if abs(value) >= 1e5 else f"{value:+.{digits}f}"
+
+    return f"{number(delta['delta'])} [{number(low)},{number(high)}]{mark}"
 
 
 def render_table(options: DemoOptions, runs: dict[str, dict[str, Any]]) -> str:
