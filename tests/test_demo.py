@@ -276,9 +276,28 @@ def test_curve_points_and_snapshot_steps_follow_the_design():
     quick = DemoOptions(out=Path("o"), quick=True)
     full = DemoOptions(out=Path("o"))
     assert (quick.train_steps, quick.train_batch_size, quick.train_examples) == (32, 8, 256)
-    assert quick.methods == ("linear", "lora") and not quick.fuses and quick.snapshot_steps == (16,)
+    assert quick.methods == ("linear", "lora") and not quick.fuses and quick.curve_steps == (16,)
     assert full.methods == ("linear", "lora", "msgm", "full", "rehearsal") and full.fuses
-    assert full.snapshot_steps == (8, 16)
+    assert full.curve_steps == (8, 16)
+    # --quick saves the full demo's snapshots too: a full run in its folder reuses its fine-tunes.
+    assert quick.snapshot_steps == full.snapshot_steps == (8, 16)
+    quick_plan = {s.name: s for s in plan.plan(quick, Path("base"))}
+    full_plan = {s.name: s for s in plan.plan(full, Path("base"))}
+    for name in (
+        "eval-base",
+        "finetune-linear",
+        "eval-linear-step16",
+        "eval-linear",
+        "finetune-lora",
+        "eval-lora",
+    ):
+        keys: dict[str, str] = {}
+        for stage in (quick_plan, full_plan):
+            for depend in stage[name].depends:
+                keys[depend] = "k"
+        assert plan.stage_key(quick_plan[name], Path("o"), "b", keys) == plan.stage_key(
+            full_plan[name], Path("o"), "b", keys
+        )
     assert plan.run_names(quick) == ["base", "linear-step16", "linear", "lora-step16", "lora"]
     assert plan.run_names(full)[-2:] == ["tailor", "dare"]
     assert DemoOptions(out=Path("o"), train_steps=1).snapshot_steps == ()

@@ -34,7 +34,8 @@ recipe of the public commands -- every command it runs is printed, so you can re
 Each stage writes its own folder under --out, with stage.json once it finished. A rerun skips
 finished stages (and says so); a stage whose options or inputs changed runs again. A failed stage
 leaves nothing behind. Timings, the curve, every Δ with its interval and the findings are saved in
-OUT/demo_report.json.
+OUT/demo_report.json. --quick saves the same snapshots as the full demo, so `emtbench demo` in the
+folder of a --quick run reuses its fine-tuning and evaluation stages.
 
 Test images: --limit 64 per task, chosen before any result from the interval it gives and the time
 budget (--quick <= 5 min, full <= 15 min on a 2-core CPU). On a paired difference the half-width is

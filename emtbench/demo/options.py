@@ -127,9 +127,17 @@ class DemoOptions:
         return not self.quick
 
     @property
-    def snapshot_steps(self) -> tuple[int, ...]:
+    def curve_steps(self) -> tuple[int, ...]:
         """Optimizer steps evaluated before the end of each run (from that run's snapshots)."""
-        fractions = QUICK_CURVE if self.quick else FULL_CURVE
+        return self._steps(QUICK_CURVE if self.quick else FULL_CURVE)
+
+    @property
+    def snapshot_steps(self) -> tuple[int, ...]:
+        """Steps each fine-tuning run saves: the full demo's, also with --quick, so a full run in the
+        folder of a --quick run reuses its fine-tuning stages (and the evaluations they share)."""
+        return self._steps((*QUICK_CURVE, *FULL_CURVE))
+
+    def _steps(self, fractions: tuple[float, ...]) -> tuple[int, ...]:
         steps = sorted({max(1, round(self.train_steps * f)) for f in fractions})
         return tuple(step for step in steps if step < self.train_steps)
 
@@ -143,6 +151,7 @@ def options_record(options: DemoOptions) -> dict[str, Any]:
         for name in options.methods
     }
     record["snapshot_steps"] = list(options.snapshot_steps)
+    record["curve_steps"] = list(options.curve_steps)
     record["fuses"] = options.fuses
     record["tasks"] = {"target": TARGET_TASK, "others": list(OTHER_TASKS), "language": LANGUAGE_TASK}
     return record

@@ -255,7 +255,7 @@ def run_points(options: DemoOptions) -> list[RunPoint]:
     """Evaluated models in table order: base, each run's snapshots then its end, then the fusions."""
     points = [RunPoint("base", None, 0, None)]
     for run in options.methods:
-        for step in options.snapshot_steps:
+        for step in options.curve_steps:
             points.append(RunPoint(f"{run}-step{step}", run, step, f"finetune-{run}"))
         points.append(RunPoint(run, run, options.train_steps, f"finetune-{run}"))
     if options.fuses:

@@ -309,7 +309,7 @@ def findings(options: DemoOptions, runs: dict[str, dict[str, Any]], fused: str |
         found["F4_lora_minus_linear"] = {
             task: paired_between(options, "linear", "lora", task) for task in OTHER_TASKS
         }
-    early = options.snapshot_steps[0] if options.snapshot_steps else None
+    early = options.curve_steps[0] if options.curve_steps else None
     if early is not None:
         found["F5_early_vs_end"] = {
             m: {
