@@ -161,7 +161,10 @@ def test_a_failed_stage_leaves_no_folder_and_says_how_to_resume(tmp_path, capsys
         runner.run_stages(options, [done, broken], "base", log=lambda text: None)
     assert "rerun the same `emtbench demo` command" in error.value.fix
     assert "cannot read the manifest" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]  # no partial folder of the broken stage
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        runner.LOCK_FILE,
+        "ok",
+    ]  # no partial folder of broken
 
 
 def test_missing_offline_package_is_named_with_its_pip_command(tmp_path, monkeypatch, capsys):
@@ -328,3 +331,18 @@ def test_full_demo_adds_rehearsal_and_fuses_the_run_that_forgets_most(tiny_flags
     assert record["data"]["rehearsal"] == ["emt:digits", "emt:fashion_mnist"]
     assert [p["step"] for p in report["curve"]["rehearsal"]] == [0, 1, 2, 4]
     assert set(report["findings"]["F6_mitigation"]) >= {"rehearsal_minus_lora", f"tailor_minus_{fused}"}
+
+
+def test_a_second_demo_in_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Its cleanup of killed runs' staging folders would delete the running demo's (it did, once)."""
+    import fcntl
+
+    (tmp_path / ".finetune-x.partial-abc").mkdir()  # the first run's stage in progress
+    stage = plan.Stage("finetune-x", "x", lambda here: [])
+    with open(tmp_path / runner.LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EmtbenchError, match="another `emtbench demo` is running"):
+            runner.run_stages(DemoOptions(out=tmp_path), [stage], "base", log=lambda text: None)
+        assert (tmp_path / ".finetune-x.partial-abc").is_dir()
+    outcomes = runner.run_stages(DemoOptions(out=tmp_path), [stage], "base", log=lambda text: None)
+    assert [o.status for o in outcomes] == ["ran"] and not (tmp_path / ".finetune-x.partial-abc").exists()

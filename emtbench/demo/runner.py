@@ -7,7 +7,8 @@ import hashlib
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,44 @@ def _model_identity(model: Path) -> str:
 def run_stages(
     options: DemoOptions, stages: list[Stage], base_identity: str, *, log: Callable[[str], None] = print
 ) -> list[StageOutcome]:
-    """Run every stage not finished with the same key; each stage's folder appears only when it succeeds."""
+    """Run every stage not finished with the same key; each stage's folder appears only when it succeeds.
+
+    Holds an exclusive lock on ``OUT/.demo.lock`` while it runs: a second demo in the same folder would
+    take the first one's staging folders for leftovers of a killed run and delete them.
+    """
+    with _folder_lock(options.out):
+        return _run_stages(options, stages, base_identity, log)
+
+
+LOCK_FILE = ".demo.lock"
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise EmtbenchError(
+                f"another `emtbench demo` is running in {out}",
+                where="--out",
+                fix="wait for it to finish (a rerun then resumes), or pass another --out",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_stages(
+    options: DemoOptions, stages: list[Stage], base_identity: str, log: Callable[[str], None]
+) -> list[StageOutcome]:
     keys: dict[str, str] = {}
     outcomes: list[StageOutcome] = []
     _remove_killed_stages(options.out, stages, log)
