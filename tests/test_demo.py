@@ -13,23 +13,20 @@ from emtbench.core.errors import EmtbenchError
 from emtbench.demo import plan, preflight, runner
 from emtbench.demo.options import DemoOptions
 
-RUNS = ["base", "linear", "lora", "msgm", "tailor-lora", "dare-lora"]
+RUNS = ["base", "linear-step1", "linear", "lora-step1", "lora"]
 STAGES = [
     "eval-base",
     "finetune-linear",
+    "eval-linear-step1",
     "eval-linear",
     "finetune-lora",
+    "eval-lora-step1",
     "eval-lora",
-    "finetune-msgm",
-    "eval-msgm",
-    "tailor-lora",
-    "eval-tailor-lora",
-    "dare-lora",
-    "eval-dare-lora",
     "leaderboard",
 ]
+TASKS = {"emt_animal_mnist", "emt_digits", "emt_fashion_mnist"}
 TINY_SIZES = (
-    "--limit", "2", "--language-docs", "1", "--train-steps", "1", "--train-examples", "4",
+    "--limit", "2", "--language-docs", "2", "--train-steps", "2", "--train-examples", "4",
     "--train-batch-size", "2", "--calib-samples", "2", "--eval-batch-size", "2", "--max-gen-toks", "4",
     "--tailor-layers", r"multi_modal_projector|layers\.1\.", "--device", "cpu",
 )  # fmt: skip
@@ -66,11 +63,13 @@ def test_quick_demo_runs_every_stage_and_reports(quick_demo):
     for stage in STAGES:
         marker = json.loads((out / stage / "stage.json").read_text())
         assert marker["stage"] == stage and marker["commands"][0][0] == "emtbench"
-    for method in ("linear", "lora", "msgm"):
+    for method in ("linear", "lora"):
         command = json.loads((out / f"finetune-{method}" / "stage.json").read_text())["commands"][0]
         assert command[1:6] == ["finetune", "--model", command[3], "--method", method]
-        assert "emt:digits" in command
+        assert "emt:animal_mnist" in command and command[command.index("--snapshot-steps") + 1] == "1"
+        assert ("--lr" in command) == (method == "linear")  # linear passes 2e-4 explicitly, lora its default
         assert (out / f"finetune-{method}" / "model" / "config.json").is_file()
+        assert (out / f"finetune-{method}" / "model-step1" / "config.json").is_file()
     site = out / "leaderboard" / "site"
     assert (site / "index.html").is_file() and (site / "leaderboard.json").is_file()
 
@@ -79,24 +78,41 @@ def test_quick_demo_runs_every_stage_and_reports(quick_demo):
     assert [stage["stage"] for stage in report["timings"]["stages"]] == STAGES
     assert all(stage["status"] == "ran" and stage["seconds"] > 0 for stage in report["timings"]["stages"])
     for name, run in report["runs"].items():
-        assert set(run["accuracy"]) == {"emt_digits", "emt_fashion_mnist"}
+        assert set(run["accuracy"]) == TASKS
         assert all(0 <= value <= 100 for value in run["accuracy"].values())
         assert set(run["emt"]["emt_digits"]) >= {"acc", "wrong", "intrinsic_hallucination", "empty"}
-        assert math.isfinite(run["language"]["word_perplexity"]) and run["language"]["documents"] == 1
-        assert run["h_score"] is not None
+        assert math.isfinite(run["language"]["word_perplexity"]) and run["language"]["documents"] == 2
+        assert run["h_score"] is not None and run["borrowed"]["of"] == 4  # 2 images x 2 other tasks
         if name != "base":
-            assert run["delta_emt"] is not None and run["params_changed"] > 0
+            assert run["params_changed"] > 0
+            for task in TASKS:
+                delta = run["delta"][task]
+                assert delta["paired"] == 2 and delta["ci"][0] <= delta["delta"] <= delta["ci"][1]
+                assert delta["interval_from"] == "leaderboard.json forgetting_ci"  # table = page
+            assert run["language_delta"]["documents"] == 2
+    assert [point["step"] for point in report["curve"]["lora"]] == [0, 1, 2]
+    assert report["curve"]["lora"][0]["run"] == "base" and report["curve"]["lora"][1]["run"] == "lora-step1"
+    assert set(report["findings"]) >= {"F1_target_gain", "F2_other_tasks", "F3_label_borrowing",
+                                       "F4_lora_minus_linear", "F5_early_vs_end", "F7_language"}  # fmt: skip
+    assert report["options"]["methods"]["linear"]["learning_rate"] == 2e-4
     board = json.loads((site / "leaderboard.json").read_text())
     assert [row["name"] for row in board["runs"]] == RUNS
+    assert [(row["curve"], row["step"]) for row in board["runs"]][:3] == [
+        (None, 0),
+        ("linear", 1),
+        ("linear", 2),
+    ]
+    page = (site / "index.html").read_text()
+    assert "Forgetting curve" in page and "accuracy on emt_animal_mnist against fine-tuning step" in page
 
     # The table: a header, one line per run, the definitions, the timings and the page's path.
     assert report["table"] in printed
     lines = report["table"].splitlines()
-    assert lines[0].split()[:4] == ["run", "method", "digits*", "fashion_mnist"]
+    assert lines[0].split()[:5] == ["run", "step", "animal_mnist*", "digits", "fashion_mnist"]
     assert [line.split()[0] for line in lines[2 : 2 + len(RUNS)]] == RUNS
-    assert "H-score" in report["table"] and "harmonic mean" in report["table"]
+    assert "H-score" in report["table"] and "paired bootstrap" in report["table"]
     assert f"leaderboard page: {site / 'index.html'}" in printed
-    assert "stage timings:" in printed and "12 stage(s) run" in printed
+    assert "stage timings:" in printed and f"{len(STAGES)} stage(s) run" in printed
 
 
 @pytest.mark.slow
@@ -145,7 +161,10 @@ def test_a_failed_stage_leaves_no_folder_and_says_how_to_resume(tmp_path, capsys
         runner.run_stages(options, [done, broken], "base", log=lambda text: None)
     assert "rerun the same `emtbench demo` command" in error.value.fix
     assert "cannot read the manifest" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]  # no partial folder of the broken stage
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        runner.LOCK_FILE,
+        "ok",
+    ]  # no partial folder of broken
 
 
 def test_missing_offline_package_is_named_with_its_pip_command(tmp_path, monkeypatch, capsys):
@@ -201,8 +220,24 @@ def test_every_printed_command_parses_to_the_options_its_step_calls_the_api_with
     from emtbench.tasks.evaluation import EvaluateOptions
 
     options = DemoOptions(out=tmp_path, quick=False, seed=3, limit=5, tailor_layers=r"layers\.1\.")
+    _finished_evals(tmp_path, {"base": (90, 80), "linear": (88, 80), "lora": (80, 70), "msgm": (85, 80),
+                               "full": (90, 80)})  # fmt: skip
     stages = plan.plan(options, tmp_path / "base")
     steps = [step for stage in stages for step in stage.steps(tmp_path / stage.name)]
+    fused = {
+        step.command[0]: step.options.finetuned for step in steps if step.command[0] in ("tailor", "merge")
+    }
+    assert fused == {
+        "tailor": [str(tmp_path / "finetune-lora" / "model")],
+        "merge": [str(tmp_path / "finetune-lora" / "model")],
+    }
+    rehearsal = next(s for s in steps if s.command[0] == "finetune" and s.options.rehearsal_data)
+    assert rehearsal.options.rehearsal_data == ["emt:digits", "emt:fashion_mnist"]
+    assert rehearsal.options.settings.method == "lora" and rehearsal.options.rehearsal_fraction == 0.125
+    snapshots = {s.options.snapshot_steps[0] for s in steps if s.command[0] == "finetune"}
+    assert snapshots == {8} and all(
+        s.options.snapshot_steps == [8, 16] for s in steps if s.command[0] == "finetune"
+    )
     assert {step.command[0] for step in steps} == {"eval", "finetune", "tailor", "merge", "leaderboard"}
     parser = build_parser()
     for step in steps:
@@ -218,3 +253,96 @@ def test_every_printed_command_parses_to_the_options_its_step_calls_the_api_with
             assert fusion_options(args, method) == step.options, command
         else:
             assert (args.manifest, args.out) == (step.options["manifest"], step.options["out"])
+
+
+def _finished_evals(out: Path, accuracies: dict[str, tuple[float, float]]) -> None:
+    """stage.json of finished eval stages: (digits, fashion_mnist) accuracy in % per run."""
+    for name, (digits, fashion) in accuracies.items():
+        folder = out / f"eval-{name}"
+        folder.mkdir(parents=True)
+        emt = {"emt_digits": {"acc": digits / 100}, "emt_fashion_mnist": {"acc": fashion / 100}}
+        (folder / "stage.json").write_text(json.dumps({"summary": {"emt": emt}}))
+
+
+def test_fusion_goes_to_the_fine_tune_that_loses_most_on_the_other_tasks_ties_to_the_first(tmp_path):
+    options = DemoOptions(out=tmp_path)
+    with pytest.raises(EmtbenchError, match="eval-base, which has not finished"):
+        plan.most_forgetting(options)
+    _finished_evals(tmp_path, {"base": (90, 80), "linear": (80, 80), "lora": (90, 70), "msgm": (100, 90),
+                               "full": (90, 80), "rehearsal": (0, 0)})  # fmt: skip
+    chosen, losses = plan.most_forgetting(options)
+    assert losses == {"linear": 5.0, "lora": 5.0, "msgm": -10.0, "full": 0.0}  # rehearsal is not a candidate
+    assert chosen == "linear"  # tie with lora: the first listed
+
+
+def test_curve_points_and_snapshot_steps_follow_the_design():
+    quick = DemoOptions(out=Path("o"), quick=True)
+    full = DemoOptions(out=Path("o"))
+    assert (quick.train_steps, quick.train_batch_size, quick.train_examples) == (32, 8, 256)
+    assert quick.methods == ("linear", "lora") and not quick.fuses and quick.curve_steps == (16,)
+    assert full.methods == ("linear", "lora", "msgm", "full", "rehearsal") and full.fuses
+    assert full.curve_steps == (8, 16)
+    # --quick saves the full demo's snapshots too: a full run in its folder reuses its fine-tunes.
+    assert quick.snapshot_steps == full.snapshot_steps == (8, 16)
+    quick_plan = {s.name: s for s in plan.plan(quick, Path("base"))}
+    full_plan = {s.name: s for s in plan.plan(full, Path("base"))}
+    for name in (
+        "eval-base",
+        "finetune-linear",
+        "eval-linear-step16",
+        "eval-linear",
+        "finetune-lora",
+        "eval-lora",
+    ):
+        keys: dict[str, str] = {}
+        for stage in (quick_plan, full_plan):
+            for depend in stage[name].depends:
+                keys[depend] = "k"
+        assert plan.stage_key(quick_plan[name], Path("o"), "b", keys) == plan.stage_key(
+            full_plan[name], Path("o"), "b", keys
+        )
+    assert plan.run_names(quick) == ["base", "linear-step16", "linear", "lora-step16", "lora"]
+    assert plan.run_names(full)[-2:] == ["tailor", "dare"]
+    assert DemoOptions(out=Path("o"), train_steps=1).snapshot_steps == ()
+
+
+@pytest.mark.slow
+def test_full_demo_adds_rehearsal_and_fuses_the_run_that_forgets_most(tiny_flagship, tmp_path):
+    import contextlib
+    import io
+
+    out = tmp_path / "full"
+    sizes = [s for s in TINY_SIZES]
+    sizes[sizes.index("--train-steps") + 1] = "4"  # snapshots at 1 and 2 of 4 steps
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = run_emtbench("demo", "--base-model", str(tiny_flagship), "--out", str(out), *sizes)
+    assert code == 0, printed.getvalue()[-3000:]
+    report = json.loads((out / "demo_report.json").read_text())
+    fused = report["fusion"]["fused"]
+    losses = report["fusion"]["forgetting"]
+    assert set(losses) == {"linear", "lora", "msgm", "full"} and losses[fused] == max(losses.values())
+    assert f"ran on {fused}" in printed.getvalue()
+    for fusion in ("tailor", "dare"):
+        command = json.loads((out / fusion / "stage.json").read_text())["commands"][0]
+        assert command[command.index("--finetuned") + 1] == str(out / f"finetune-{fused}" / "model")
+        assert report["runs"][fusion]["method"] == f"{fusion} on {fused}"
+    record = json.loads((out / "finetune-rehearsal" / "model" / "emtbench_run.json").read_text())
+    assert record["data"]["rehearsal"] == ["emt:digits", "emt:fashion_mnist"]
+    assert [p["step"] for p in report["curve"]["rehearsal"]] == [0, 1, 2, 4]
+    assert set(report["findings"]["F6_mitigation"]) >= {"rehearsal_minus_lora", f"tailor_minus_{fused}"}
+
+
+def test_a_second_demo_in_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Its cleanup of killed runs' staging folders would delete the running demo's (it did, once)."""
+    import fcntl
+
+    (tmp_path / ".finetune-x.partial-abc").mkdir()  # the first run's stage in progress
+    stage = plan.Stage("finetune-x", "x", lambda here: [])
+    with open(tmp_path / runner.LOCK_FILE, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(EmtbenchError, match="another `emtbench demo` is running"):
+            runner.run_stages(DemoOptions(out=tmp_path), [stage], "base", log=lambda text: None)
+        assert (tmp_path / ".finetune-x.partial-abc").is_dir()
+    outcomes = runner.run_stages(DemoOptions(out=tmp_path), [stage], "base", log=lambda text: None)
+    assert [o.status for o in outcomes] == ["ran"] and not (tmp_path / ".finetune-x.partial-abc").exists()

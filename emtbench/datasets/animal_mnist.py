@@ -284,7 +284,13 @@ def read_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
-    """Sorted indices of a split: per class, a seeded :data:`TEST_PER_CLASS` go to test, the rest to train."""
+    """Indices of a split: per class, a seeded :data:`TEST_PER_CLASS` go to test, the rest to train.
+
+    The package stores its labels in blocks of 1000 (all bears, then all birds, ...), and lm-eval's
+    ``--limit N`` evaluates the first N test documents, so the test split comes in a seeded shuffled
+    order: its first N images are a class-mixed sample (a sorted split made ``--limit 100`` 100 bears).
+    The training split stays sorted (fine-tuning draws seeded subsets and the Trainer shuffles).
+    """
     rng = np.random.RandomState(SPLIT_SEED)
     test: list[np.ndarray] = []
     for label in range(len(ANIMAL_MNIST_LABELS)):
@@ -292,7 +298,7 @@ def split_indices(labels: np.ndarray, split: str) -> np.ndarray:
         test.append(members[rng.permutation(len(members))[:TEST_PER_CLASS]])
     test_indices = np.sort(np.concatenate(test))
     if split == "test":
-        return test_indices
+        return test_indices[np.random.RandomState(SPLIT_SEED + 1).permutation(len(test_indices))]
     return np.setdiff1d(np.arange(len(labels)), test_indices)  # sorted
 
 
@@ -305,3 +311,6 @@ def animal_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
         return images, labels
     chosen = split_indices(labels, split)
     return images[chosen], labels[chosen]
+
+
+animal_mnist.cache_version = 2  # type: ignore[attr-defined]  # 2: shuffled test order (see split_indices)

@@ -265,12 +265,16 @@ def load_offline(dataset: EMTDataset, split: str):
             where="--metadata source",
             fix='drop "source": "offline", or pass a local copy with "data_dir"',
         )
-    cache = user_cache_dir() / "datasets" / f"{dataset.offline_source}-{split}"
+    source = OFFLINE_SOURCES[dataset.offline_source]
+    # A source whose split order changed carries a cache_version, so an older cached copy is not reused.
+    version = getattr(source, "cache_version", None)
+    suffix = f"-v{version}" if version is not None else ""
+    cache = user_cache_dir() / "datasets" / f"{dataset.offline_source}-{split}{suffix}"
     if (cache / "dataset_info.json").is_file():
         import datasets
 
         return datasets.load_from_disk(str(cache))
-    images, labels = OFFLINE_SOURCES[dataset.offline_source](split)
+    images, labels = source(split)
     data = arrays_to_dataset(images, labels)
     _save_atomically(data, cache)
     return data

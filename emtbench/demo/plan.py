@@ -10,11 +10,12 @@ Layout under ``--out`` (one folder per stage, written atomically with
 :func:`emtbench.core.fsutil.staged_directory`; ``stage.json`` inside is the completion marker)::
 
     eval-base/         emt/ (lm-eval results + samples), language/ (emt_stdlib_ppl results)
-    finetune-lora/     model/ (the checkpoint `emtbench finetune` wrote)
-    eval-lora/         ...
-    tailor-lora/, dare-lora/, eval-tailor-lora/, ...
+    finetune-lora/     model/ (the model `emtbench finetune` wrote after the last step) and
+                       model-step8/, model-step16/ (its --snapshot-steps: the forgetting curve)
+    eval-lora-step8/, eval-lora-step16/, eval-lora/
+    tailor/, dare/     Model Tailor / DARE of the run that forgets most (full demo); eval-tailor/, eval-dare/
     leaderboard/       manifest.yaml, site/ (index.html, leaderboard.json, leaderboard.csv)
-    demo_report.json   options, per-stage timings, every run's metrics, the table
+    demo_report.json   options, per-stage timings, every run's metrics, the curve, every Δ with its CI
 
 A stage is skipped when its ``stage.json`` holds the same key: a hash of its commands (with ``--out``
 written as ``<out>``) and of the keys of the stages it reads, so changed options redo exactly the
@@ -32,12 +33,16 @@ from typing import Any
 
 from emtbench.core.errors import EmtbenchError
 from emtbench.demo.options import (
+    ALIGNMENT_DATA,
     EMT_TASKS,
-    FULL_METHODS,
     FUSIONS,
     LANGUAGE_TASK,
+    MARKER,
+    METHODS,
+    OTHER_TASKS,
     RECIPE_VERSION,
     TARGET_DATASET,
+    TARGET_TASK,
     DemoOptions,
 )
 
@@ -117,21 +122,29 @@ def eval_steps(options: DemoOptions, model: Path, here: Path) -> list[Step]:
     return [Step(["eval", *o.to_argv()], o, evaluate) for o in (emt, language)]
 
 
-def finetune_step(options: DemoOptions, base: Path, method: str, here: Path) -> Step:
+def finetune_step(options: DemoOptions, base: Path, run: str, here: Path) -> Step:
+    """``emtbench finetune`` of one of :data:`~emtbench.demo.options.METHODS`, with its snapshots."""
     from emtbench.methods.finetune import FinetuneOptions, TrainSettings, finetune
 
+    recipe = METHODS[run]
+    rate = {} if recipe.learning_rate is None else {"learning_rate": recipe.learning_rate}
     finetune_options = FinetuneOptions(
         model=str(base),
         data=f"emt:{TARGET_DATASET}",
         output=here / "model",
         settings=TrainSettings.of(
-            method,
+            recipe.method,
             max_steps=options.train_steps,
             batch_size=options.train_batch_size,
             seed=options.seed,
             logging_steps=1,
+            **rate,
         ),
+        rehearsal_data=list(ALIGNMENT_DATA) if recipe.rehearsal else [],
+        rehearsal_fraction=options.rehearsal_fraction if recipe.rehearsal else 0.01,
         limit=options.train_examples,
+        train_prompt=options.train_prompt,
+        snapshot_steps=list(options.snapshot_steps),
     )
     return Step(["finetune", *finetune_options.to_argv()], finetune_options, finetune)
 
@@ -210,44 +223,138 @@ def summarize_model(here: Path) -> dict[str, Any]:
     return {"parameters": record.get("parameters"), "method": record.get("method")}
 
 
-# ---------------------------------------------------------------------------------------- plan
+def summarize_finetune(here: Path) -> dict[str, Any]:
+    summary = summarize_model(here)
+    record = json.loads((here / "model" / "emtbench_run.json").read_text())
+    summary["training"] = record.get("training", {})
+    summary["data"] = record.get("data", {})
+    summary["learning_rate"] = record.get("settings", {}).get("learning_rate")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------- the curve
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One evaluated model: its name in the table, its eval stage, which run's curve it is on, at which step."""
+
+    name: str
+    curve: str | None
+    """The fine-tuned run whose curve this point is on (``None``: base and fusions)."""
+    step: int | None
+    producer: str | None
+    """The stage that wrote the model (``None`` for the base)."""
+
+    @property
+    def eval_stage(self) -> str:
+        return f"eval-{self.name}"
+
+
+def run_points(options: DemoOptions) -> list[RunPoint]:
+    """Evaluated models in table order: base, each run's snapshots then its end, then the fusions."""
+    points = [RunPoint("base", None, 0, None)]
+    for run in options.methods:
+        for step in options.curve_steps:
+            points.append(RunPoint(f"{run}-step{step}", run, step, f"finetune-{run}"))
+        points.append(RunPoint(run, run, options.train_steps, f"finetune-{run}"))
+    if options.fuses:
+        points += [RunPoint(fusion, None, None, fusion) for fusion in FUSIONS]
+    return points
 
 
 def run_names(options: DemoOptions) -> list[str]:
-    """Evaluated runs in table order: base, each method, then each fusion of each fused method."""
-    fused = [f"{fusion}-{method}" for method in options.fused_methods for fusion in FUSIONS]
-    return ["base", *options.methods, *fused]
+    return [point.name for point in run_points(options)]
+
+
+def model_folder(options: DemoOptions, point: RunPoint) -> Path:
+    if point.producer is None:
+        raise EmtbenchError("the base model is not written by a stage")
+    folder = options.out / point.producer / "model"
+    if point.curve is not None and point.step != options.train_steps:
+        folder = folder.parent / f"model-step{point.step}"
+    return folder
+
+
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of every paired interval (the leaderboard's and the demo report's)."""
+
+FUSED_CANDIDATES = ("linear", "lora", "msgm", "full")
+"""Runs Model Tailor and DARE may be applied to: the plain fine-tunes (``rehearsal`` is a mitigation)."""
+
+
+def forgetting_of(base: dict[str, Any], run: dict[str, Any]) -> float:
+    """Mean accuracy lost on the other tasks (points): base minus run, averaged over :data:`OTHER_TASKS`."""
+    drops = [100 * (base["emt"][task]["acc"] - run["emt"][task]["acc"]) for task in OTHER_TASKS]
+    return round(sum(drops) / len(drops), 6)  # rounded: equal losses must tie, not differ in the 15th digit
+
+
+def most_forgetting(options: DemoOptions) -> tuple[str, dict[str, float]]:
+    """The rule, fixed before any run: fuse the plain fine-tune whose end-of-run model lost the most
+    accuracy on the other tasks (mean over digits and Fashion-MNIST, base minus run); a tie goes to the
+    one listed first (linear, lora, msgm, full). Read from the finished eval stages' ``stage.json``."""
+    summaries = {}
+    for name in ("base", *[m for m in FUSED_CANDIDATES if m in options.methods]):
+        marker = options.out / f"eval-{name}" / MARKER
+        try:
+            summaries[name] = json.loads(marker.read_text(encoding="utf-8"))["summary"]
+        except (OSError, ValueError, KeyError):
+            raise EmtbenchError(
+                f"the fusion stages choose their model from eval-{name}, which has not finished",
+                where="demo plan",
+                fix="run the demo: the evaluation stages come first",
+            ) from None
+    forgetting = {m: forgetting_of(summaries["base"], s) for m, s in summaries.items() if m != "base"}
+    best = max(forgetting, key=lambda m: (forgetting[m], -FUSED_CANDIDATES.index(m)))
+    return best, forgetting
+
+
+# ---------------------------------------------------------------------------------------- plan
 
 
 def manifest(options: DemoOptions, base: Path) -> dict[str, Any]:
     """Leaderboard manifest over the eval stages (paths relative to the leaderboard folder)."""
-    target = [f"emt_{TARGET_DATASET}"]
+    fused = most_forgetting(options)[0] if options.fuses else None
     runs: list[dict[str, Any]] = []
-    for name in run_names(options):
-        entry: dict[str, Any] = {"name": name, "results": f"../eval-{name}/emt", "target_tasks": list(target)}
-        if name == "base":
+    for point in run_points(options):
+        entry: dict[str, Any] = {
+            "name": point.name,
+            "results": f"../{point.eval_stage}/emt",
+            "target_tasks": [TARGET_TASK],
+        }
+        if point.producer is None:
             entry["method"] = "pretrained"
         else:
             entry["base"] = "base"
-            entry["method"] = name if name in FULL_METHODS else name.replace("-", " on ", 1)
-            folder = f"finetune-{name}" if name in FULL_METHODS else name
-            entry["run_record"] = f"../{folder}/model/emtbench_run.json"
+            if point.curve is not None:
+                entry["method"] = point.curve
+                entry["curve"] = point.curve
+                entry["step"] = point.step
+            else:
+                entry["method"] = f"{point.name} on {fused}"
+            relative = model_folder(options, point).relative_to(options.out)
+            entry["run_record"] = f"../{relative.as_posix()}/emtbench_run.json"
         runs.append(entry)
+    runs[0]["step"] = 0
     return {
-        "title": "emtbench demo: fine-tuning the offline flagship on digits",
+        "title": "emtbench demo: fine-tuning the offline flagship on Animal-MNIST",
         "description": (
-            f"Base: {base.name}. Fine-tuned on scikit-learn digits (training split, {options.train_examples} "
-            f"examples, {options.train_steps} steps); evaluated on {options.limit} held-out test images per task. "
-            "Target task emt_digits; original task emt_fashion_mnist. "
-            "Language perplexity (emt_stdlib_ppl) is in the demo's terminal table and demo_report.json."
+            f"Base: {base.name}, aligned on digits and Fashion-MNIST. Fine-tuned on Animal-MNIST (training "
+            f"split, {options.train_examples} examples, {options.train_steps} steps of {options.train_batch_size}, "
+            f"{options.train_prompt} training prompt); evaluated on {options.limit} held-out test images per task, "
+            "at several steps of each run (the curve). Target task emt_animal_mnist; original tasks "
+            "emt_digits and emt_fashion_mnist. Language perplexity (emt_stdlib_ppl) is in the demo's "
+            "terminal table and demo_report.json."
         ),
-        "groups": {"EMT": list(EMT_TASKS)},
+        "groups": {"EMT": list(EMT_TASKS), "original": list(OTHER_TASKS)},
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "confidence": 0.95, "seed": 0},
         "runs": runs,
     }
 
 
 def plan(options: DemoOptions, base: Path) -> list[Stage]:
     out = options.out
+    points = run_points(options)
     stages = [
         Stage(
             "eval-base",
@@ -256,32 +363,38 @@ def plan(options: DemoOptions, base: Path) -> list[Stage]:
             summarize=summarize_eval,
         )
     ]
-    for method in options.methods:
+    for run in options.methods:
+        recipe = METHODS[run]
+        rehearsal = f" + rehearsal of {', '.join(ALIGNMENT_DATA)}" if recipe.rehearsal else ""
         stages.append(
             Stage(
-                f"finetune-{method}",
-                f"fine-tune with --method {method} on emt:{TARGET_DATASET}",
-                lambda here, m=method: [finetune_step(options, base, m, here)],
-                summarize=summarize_model,
+                f"finetune-{run}",
+                f"fine-tune with --method {recipe.method} on emt:{TARGET_DATASET}{rehearsal}",
+                lambda here, r=run: [finetune_step(options, base, r, here)],
+                summarize=summarize_finetune,
             )
         )
-        stages.append(
-            _eval_stage(options, method, out / f"finetune-{method}" / "model", f"finetune-{method}")
-        )
-    for method in options.fused_methods:
+        for point in points:
+            if point.curve == run:
+                stages.append(_eval_stage(options, point))
+    if options.fuses:
+        ends = tuple(f"eval-{m}" for m in FUSED_CANDIDATES if m in options.methods)
+        producers = tuple(f"finetune-{m}" for m in FUSED_CANDIDATES if m in options.methods)
+
+        def fused_model() -> Path:
+            return out / f"finetune-{most_forgetting(options)[0]}" / "model"
+
         for fusion in FUSIONS:
-            name = f"{fusion}-{method}"
-            finetuned = out / f"finetune-{method}" / "model"
             stages.append(
                 Stage(
-                    name,
-                    f"{'Model Tailor' if fusion == 'tailor' else 'DARE merge'} of the {method} model",
-                    lambda here, f=fusion, ft=finetuned: [fusion_step(options, base, f, ft, here)],
-                    depends=(f"finetune-{method}",),
+                    fusion,
+                    f"{'Model Tailor' if fusion == 'tailor' else 'DARE merge'} of the run that forgets most",
+                    lambda here, f=fusion: [fusion_step(options, base, f, fused_model(), here)],
+                    depends=("eval-base", *ends, *producers),
                     summarize=summarize_model,
                 )
             )
-            stages.append(_eval_stage(options, name, out / name / "model", name))
+            stages.append(_eval_stage(options, next(p for p in points if p.name == fusion)))
     evals = tuple(stage.name for stage in stages if stage.name.startswith("eval-"))
     models = tuple(stage.name for stage in stages if not stage.name.startswith("eval-"))
     stages.append(
@@ -296,12 +409,14 @@ def plan(options: DemoOptions, base: Path) -> list[Stage]:
     return stages
 
 
-def _eval_stage(options: DemoOptions, run: str, model: Path, producer: str) -> Stage:
+def _eval_stage(options: DemoOptions, point: RunPoint) -> Stage:
+    model = model_folder(options, point)
+    step = f" after {point.step} of {options.train_steps} steps" if point.curve else ""
     return Stage(
-        f"eval-{run}",
-        f"evaluate {run} (EMT probes + stdlib perplexity)",
+        point.eval_stage,
+        f"evaluate {point.curve or point.name}{step} (EMT probes + stdlib perplexity)",
         lambda here: eval_steps(options, model, here),
-        depends=(producer,),
+        depends=(point.producer,) if point.producer else (),
         summarize=summarize_eval,
     )
 

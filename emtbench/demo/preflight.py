@@ -19,6 +19,12 @@ REQUIRED_MODULES: tuple[tuple[str, str, str, bool], ...] = (
         True,
     ),
     ("gguf", "the GGUF reader transformers uses", "pip install 'emtbench[offline]' -c constraints.txt", True),
+    (
+        "animal_mnist",
+        "Animal-MNIST, the demo's fine-tuning target",
+        "pip install --no-deps animal-mnist==0.4",
+        False,
+    ),
     ("peft", "LoRA (lora and msgm fine-tuning)", "pip install 'emtbench[train]' -c constraints.txt", False),
     (
         "accelerate",

@@ -7,7 +7,8 @@ import hashlib
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from emtbench.core.errors import EmtbenchError
 from emtbench.core.fsutil import staged_directory
 from emtbench.demo.options import MARKER, DemoOptions
-from emtbench.demo.plan import Stage, StageOutcome, Step, plan, stage_key
+from emtbench.demo.plan import Stage, StageOutcome, Step, most_forgetting, plan, stage_key
 
 
 @dataclass
@@ -63,6 +64,10 @@ def resolve_base_model(options: DemoOptions) -> tuple[Path, str, float]:
     return folder.resolve(), "emtbench build-base", time.perf_counter() - start
 
 
+def _losses(forgetting: dict[str, float] | None) -> str:
+    return ", ".join(f"{name} {value:+.1f}" for name, value in (forgetting or {}).items()) + " points lost"
+
+
 def _model_identity(model: Path) -> str:
     """Path and modification time of its config and weights: a rebuilt base model invalidates every stage."""
     parts = [str(model)]
@@ -74,7 +79,44 @@ def _model_identity(model: Path) -> str:
 def run_stages(
     options: DemoOptions, stages: list[Stage], base_identity: str, *, log: Callable[[str], None] = print
 ) -> list[StageOutcome]:
-    """Run every stage not finished with the same key; each stage's folder appears only when it succeeds."""
+    """Run every stage not finished with the same key; each stage's folder appears only when it succeeds.
+
+    Holds an exclusive lock on ``OUT/.demo.lock`` while it runs: a second demo in the same folder would
+    take the first one's staging folders for leftovers of a killed run and delete them.
+    """
+    with _folder_lock(options.out):
+        return _run_stages(options, stages, base_identity, log)
+
+
+LOCK_FILE = ".demo.lock"
+
+
+@contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise EmtbenchError(
+                f"another `emtbench demo` is running in {out}",
+                where="--out",
+                fix="wait for it to finish (a rerun then resumes), or pass another --out",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_stages(
+    options: DemoOptions, stages: list[Stage], base_identity: str, log: Callable[[str], None]
+) -> list[StageOutcome]:
     keys: dict[str, str] = {}
     outcomes: list[StageOutcome] = []
     _remove_killed_stages(options.out, stages, log)
@@ -160,15 +202,26 @@ def run_demo(options: DemoOptions | None = None, /, **values: Any) -> DemoResult
     site = options.out / "leaderboard" / "site"
     runs = collect_runs(options, outcomes, site)
     table = render_table(options, runs)
+    fused, forgetting = most_forgetting(options) if options.fuses else (None, None)
     base = {"path": str(base_path), "source": source, "seconds": round(base_seconds, 1)}
     wall = time.perf_counter() - start
-    report = write_report(options, outcomes, base, runs, table, wall, site)
+    report = write_report(
+        options, outcomes, base, runs, table, wall, site, fused=fused, forgetting=forgetting
+    )
     ran = [outcome for outcome in outcomes if outcome.status == "ran"]
     text = "\n".join(
         [
             "",
             table,
             "",
+            *(
+                [
+                    f"Model Tailor and DARE ran on {fused} (the run that forgets most: {_losses(forgetting)})",
+                    "",
+                ]
+                if fused
+                else []
+            ),
             "stage timings:",
             render_timings(outcomes, base),
             f"this run: {wall:.0f} s ({len(ran)} stage(s) run, {len(outcomes) - len(ran)} skipped)",

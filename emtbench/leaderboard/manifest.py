@@ -62,6 +62,11 @@ class RunEntry(_Strict):
     run_record: NonEmpty | None = None
     accuracy_matrix: NonEmpty | None = None
     encoder: NonEmpty | None = None
+    curve: NonEmpty | None = None
+    """Runs with the same ``curve`` are one fine-tuning run evaluated at several ``step`` s (the page
+    plots accuracy against step per task; the run's ``base`` is step 0)."""
+    step: int | None = Field(None, ge=0)
+    """Optimizer steps of fine-tuning behind this model (for ``curve``)."""
     url: str | None = None
     notes: str | None = None
 

@@ -74,6 +74,8 @@ def row_record(row: Row, lb: Leaderboard) -> dict[str, Any]:
         "encoder_gap": _number(row.encoder_gap),
         "judge_coverage": {task: _number(row.coverage[task]) for task in lb.tasks if task in row.coverage},
         "low_judge_coverage": list(row.low_coverage),
+        "curve": entry.curve,
+        "step": entry.step,
         "continual": None,
     }
     if row.continual is not None:
@@ -475,6 +477,92 @@ def h_vs_params_chart(lb: Leaderboard) -> str:
     return _svg(width, height, parts, "H-score versus share of parameters changed")
 
 
+CURVE_COLORS = ("#2458b3", "#c0392b", "#1f7a4d", "#8e44ad", "#d68910", "#17a2b8", "#555555")
+
+
+def curve_series(lb: Leaderboard) -> dict[str, list[Row]]:
+    """Rows by manifest ``curve``, in step order, each series starting at its base (step 0) when known."""
+    by_name = {row.entry.name: row for row in lb.rows}
+    series: dict[str, list[Row]] = {}
+    for row in lb.rows:
+        if row.entry.curve is not None and row.entry.step is not None:
+            series.setdefault(row.entry.curve, []).append(row)
+    for _name, rows in series.items():
+        rows.sort(key=lambda row: row.entry.step)
+        base = by_name.get(rows[0].entry.base or "")
+        if base is not None and rows[0].entry.step > 0 and base.entry.curve is None:
+            rows.insert(0, base)
+    return series
+
+
+def curve_charts(lb: Leaderboard) -> str:
+    """Accuracy against fine-tuning step, one chart per task, one line per fine-tuning run (``curve``).
+
+    The run's base is step 0; whiskers are the accuracy's bootstrap interval where samples were given.
+    """
+    series = curve_series(lb)
+    if not series:
+        return '<p class="muted">No run is part of a curve (manifest field <code>curve</code> with <code>step</code>).</p>'
+    tasks = [
+        task for task in lb.tasks if any(task in row.accuracy for rows in series.values() for row in rows)
+    ]
+    max_step = max((row.entry.step or 0) for rows in series.values() for row in rows) or 1
+    width, height, left, right, top, bottom = 300.0, 210.0, 36.0, 10.0, 10.0, 34.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(step: float) -> float:
+        return left + step / max_step * plot_w
+
+    def sy(value: float) -> float:
+        return top + plot_h - min(max(value, 0.0), 100.0) / 100.0 * plot_h
+
+    legend = "".join(
+        f'<span class="curve-key"><svg width="14" height="10" aria-hidden="true"><line x1="0" x2="14" y1="5" '
+        f'y2="5" stroke="{CURVE_COLORS[i % len(CURVE_COLORS)]}" stroke-width="2"/></svg> {escape(name)}</span> '
+        for i, name in enumerate(series)
+    )
+    figures = []
+    for task in tasks:
+        parts = [f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
+        for tick in (0, 25, 50, 75, 100):
+            parts.append(
+                f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" stroke="#eee"/>'
+                f'<text x="{left - 4}" y="{sy(tick) + 3:.1f}" text-anchor="end">{tick}</text>'
+            )
+        steps = sorted({row.entry.step or 0 for rows in series.values() for row in rows})
+        for step in steps:
+            parts.append(
+                f'<text x="{sx(step):.1f}" y="{top + plot_h + 12}" text-anchor="middle">{step}</text>'
+            )
+        parts.append(
+            f'<text x="{left + plot_w / 2}" y="{height - 4}" text-anchor="middle">fine-tuning step</text>'
+        )
+        for index, (name, rows) in enumerate(series.items()):
+            color = CURVE_COLORS[index % len(CURVE_COLORS)]
+            points = [(row.entry.step or 0, row.accuracy[task], row) for row in rows if task in row.accuracy]
+            if len(points) > 1:
+                path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points)
+                parts.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+            for x, y, row in points:
+                ci = row.ci.get(task)
+                if ci is not None:
+                    parts.append(
+                        f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{sy(ci[0]):.1f}" y2="{sy(ci[1]):.1f}" '
+                        f'stroke="{color}" stroke-opacity="0.4"/>'
+                    )
+                interval = f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci is not None else ""
+                parts.append(
+                    f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+                    f"<title>{escape(name)}, step {x}: {escape(task)} {y:.1f}%{interval} ({escape(row.entry.name)})</title></circle>"
+                )
+        figures.append(
+            f"<figure><figcaption>{escape(task)}</figcaption>"
+            + _svg(width, height, parts, f"accuracy on {task} against fine-tuning step")
+            + "</figure>"
+        )
+    return f'<p class="muted">{legend}</p><div class="charts">' + "".join(figures) + "</div>"
+
+
 def _heat_color(value: float) -> str:
     share = min(max(value / 100.0, 0.0), 1.0)
     return f"hsl(215,70%,{96 - 58 * share:.0f}%)"
@@ -573,6 +661,7 @@ def render_html(lb: Leaderboard) -> str:
         legend=significance_legend(),
         pairing=_pairing(lb),
         forgetting=forgetting_charts(lb),
+        curves=curve_charts(lb),
         h_vs_params=h_vs_params_chart(lb),
         heatmaps=heatmaps(lb),
         groups=groups,

@@ -66,17 +66,32 @@ def load_conversations(
     split: str = "train",
     limit: int | None = None,
     seed: int = 0,
+    prompt: str = "short",
 ):
-    """Rows of ``{"image", "question", "answer", "followups"}`` from ``emt:<name>`` or a LLaVA JSON file."""
+    """Rows of ``{"image", "question", "answer", "followups"}`` from ``emt:<name>`` or a LLaVA JSON file.
+
+    ``prompt`` picks the question of ``emt:`` rows: ``short`` (the EMT paper's fine-tuning question)
+    or ``eval`` (the task's evaluation prompt with its label list); a JSON file keeps its own questions.
+    """
     if limit is not None and limit < 1:
         raise EmtbenchError(f"limit must be a positive number of examples, got {limit}", where=spec)
     if image_root is not None and not Path(image_root).expanduser().is_dir():
         raise EmtbenchError(
             f"{image_root} is not a folder", where="--image-root", fix="pass the folder of the images"
         )
+    if prompt not in ("short", "eval"):
+        raise EmtbenchError(
+            f"unknown training prompt {prompt!r}", where="--train-prompt", fix="use short or eval"
+        )
     if spec.startswith("emt:"):
-        return _emt_conversations(spec, split, limit, seed)
+        return _emt_conversations(spec, split, limit, seed, prompt)
     else:
+        if prompt != "short":
+            raise EmtbenchError(
+                f"--train-prompt {prompt} applies to emt: data; {spec} brings its own questions",
+                where="--train-prompt",
+                fix="drop --train-prompt, or write the questions you want into the JSON file",
+            )
         path = Path(spec).expanduser()
         if not path.is_file():
             raise EmtbenchError(
@@ -90,7 +105,7 @@ def load_conversations(
     return data
 
 
-def _emt_conversations(spec: str, split: str, limit: int | None, seed: int):
+def _emt_conversations(spec: str, split: str, limit: int | None, seed: int, prompt: str = "short"):
     from emtbench.datasets.emt import get_dataset
     from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
@@ -105,7 +120,8 @@ def _emt_conversations(spec: str, split: str, limit: int | None, seed: int):
     labels = data["label"]
     features = conversation_features()
     data = data.select_columns(["image"])
-    data = data.add_column("question", [QUESTIONS[dataset.kind]] * len(labels), feature=features["question"])
+    question = QUESTIONS[dataset.kind] if prompt == "short" else dataset.prompt
+    data = data.add_column("question", [question] * len(labels), feature=features["question"])
     data = data.add_column("answer", [dataset.answer(label) for label in labels], feature=features["answer"])
     return data.add_column("followups", [[] for _ in labels], feature=features["followups"])
 

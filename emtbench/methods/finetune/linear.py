@@ -9,5 +9,7 @@ from emtbench.methods.finetune.base import FinetuneMethod, register_method
 class LinearFinetuning(FinetuneMethod):
     name = "linear"
     summary = "projector only"
-    default_learning_rate = 1e-3
-    learning_rate_source = "CL-LLaVA App. A, alignment stage (projector-only training)"
+    default_learning_rate = 2e-5
+    learning_rate_source = (
+        "CL-LLaVA App. A, fine-tuning stage; its 1e-3 is the alignment stage's rate at batch 256"
+    )

@@ -31,6 +31,10 @@ Run records (``emtbench_run_version`` 1) keep one flat ``settings`` object whate
 records of earlier runs stay comparable (and ``--output`` recognises an identical earlier run)."""
 
 
+TRAIN_PROMPTS = ("short", "eval")
+"""``--train-prompt`` values: the fine-tuning question of EMT App. D.1, or the evaluation prompt of App. C.1."""
+
+
 @dataclass(frozen=True)
 class TrainingOptions:
     """Settings every fine-tuning method shares (the Trainer's)."""
@@ -190,6 +194,20 @@ class FinetuneOptions:
     rehearsal_fraction: float = option(0.01, help="share of each rehearsal task mixed in")
     image_root: str | None = option(None, help="folder that a LLaVA JSON's image paths are relative to")
     limit: int | None = option(None, help="use a seeded random subset of N training examples per task")
+    train_prompt: str = option(
+        "short",
+        choices=TRAIN_PROMPTS,
+        help="question of emt: training data: 'short' = the EMT paper's fine-tuning question (App. D.1, "
+        "'What is the object in the image?'); 'eval' = the evaluation question with its label list "
+        "(App. C.1), so the image tokens see the same text in training and evaluation",
+    )
+    snapshot_steps: list[int] = option(
+        default_factory=list,
+        comma_list=True,
+        metavar="STEP",
+        help="also write the model as it was after these optimizer steps, each a full model folder "
+        "OUTPUT-stepN next to OUTPUT (for a forgetting curve from one run; repeat or comma-separate)",
+    )
     overwrite: bool = option(False, help="replace an existing output folder")
     resume: bool = option(False, help="continue from the last Trainer checkpoint")
     keep_checkpoints: bool = option(False, help="keep Trainer checkpoints after success")
@@ -204,6 +222,17 @@ class FinetuneOptions:
         self.output = Path(self.output)
         if self.limit is not None and self.limit < 1:
             raise EmtbenchError("--limit must be at least 1", where="--limit")
+        if self.train_prompt not in TRAIN_PROMPTS:
+            raise EmtbenchError(
+                f"unknown training prompt {self.train_prompt!r}",
+                where="--train-prompt",
+                fix=f"use one of {', '.join(TRAIN_PROMPTS)}",
+            )
+        self.snapshot_steps = _snapshot_steps(self.snapshot_steps, self.settings.training.max_steps)
+
+    def snapshot_output(self, step: int) -> Path:
+        """Where the model after ``step`` optimizer steps is written (``--snapshot-steps``)."""
+        return snapshot_output(self.output, step)
 
     def to_argv(self) -> list[str]:
         """``emtbench finetune`` arguments that describe the same run."""
@@ -213,6 +242,34 @@ class FinetuneOptions:
             *to_argv(self, exclude=("model", "data", "output")),
             "--output", str(self.output),
         ]  # fmt: skip
+
+
+def snapshot_output(output: Path, step: int) -> Path:
+    """``OUTPUT-stepN``: the sibling folder holding the model after ``step`` optimizer steps."""
+    output = Path(output)
+    return output.parent / f"{output.name}-step{step}"
+
+
+def _snapshot_steps(values: list[Any], max_steps: int) -> list[int]:
+    steps = []
+    for value in values:
+        try:
+            step = int(value)
+        except (TypeError, ValueError):
+            raise EmtbenchError(
+                f"{value!r} is not a step number", where="--snapshot-steps", fix="e.g. --snapshot-steps 8,16"
+            ) from None
+        if step < 1 or (max_steps > 0 and step >= max_steps):
+            limit = f"1 to {max_steps - 1}" if max_steps > 1 else "at least 1 (below --max-steps)"
+            raise EmtbenchError(
+                f"snapshot step {step} is outside the run",
+                where="--snapshot-steps",
+                fix=f"pass steps {limit}; the model after the last step is OUTPUT itself",
+            )
+        steps.append(step)
+    if len(set(steps)) != len(steps):
+        raise EmtbenchError(f"snapshot steps repeat: {values}", where="--snapshot-steps")
+    return sorted(steps)
 
 
 class FinetuneResult(WrittenModel):
@@ -226,8 +283,10 @@ class FinetuneResult(WrittenModel):
 
 __all__ = [
     "LEGACY_RECORD_DEFAULTS",
+    "TRAIN_PROMPTS",
     "FinetuneOptions",
     "FinetuneResult",
     "TrainSettings",
     "TrainingOptions",
+    "snapshot_output",
 ]

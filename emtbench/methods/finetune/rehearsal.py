@@ -27,15 +27,17 @@ def build_training_data(
     image_root: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    prompt: str = "short",
 ):
-    """The current task's conversations plus a seeded share of every rehearsal task's."""
+    """The current task's conversations plus a seeded share of every rehearsal task's (``prompt``: see
+    :func:`~emtbench.methods.finetune.data.load_conversations`)."""
     import datasets
 
-    current = load_conversations(data_spec, image_root=image_root, limit=limit, seed=seed)
+    current = load_conversations(data_spec, image_root=image_root, limit=limit, seed=seed, prompt=prompt)
     parts = [current]
     counts = {data_spec: len(current)}
     for index, spec in enumerate(rehearsal_specs):
-        earlier = load_conversations(spec, image_root=image_root, limit=limit, seed=seed)
+        earlier = load_conversations(spec, image_root=image_root, limit=limit, seed=seed, prompt=prompt)
         chosen = rehearsal_sample(earlier, rehearsal_fraction, seed + 1 + index)
         parts.append(chosen)
         counts[f"rehearsal:{spec}"] = len(chosen)

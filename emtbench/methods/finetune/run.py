@@ -43,6 +43,37 @@ def run_record(
     return record
 
 
+def write_snapshots(options: FinetuneOptions, result: Any, record: dict[str, Any]) -> list[Path]:
+    """Each ``--snapshot-steps`` model as a full folder ``OUTPUT-stepN`` (LoRA merged, like OUTPUT).
+
+    Its run record is the run's, with ``parameters`` counted on the snapshot and ``snapshot``
+    naming its step and the run's folder; ``training`` holds only ``global_step``.
+    """
+    from emtbench.core.records import write_model_dir
+    from emtbench.hub.cards import model_card
+    from emtbench.methods.finetune.saving import load_trained
+
+    written = []
+    for step, folder in sorted(result.snapshots.items()):
+        model, parameters = load_trained(folder, options.model, options.settings)
+        snapshot_record = {
+            **record,
+            "parameters": {"trained": result.parameters.get("trained"), **parameters},
+            "training": {"global_step": step},
+            "snapshot": {"step": step, "of": str(options.output)},
+        }
+
+        def save(staging: Path, model: Any = model) -> None:
+            model.save_pretrained(staging)
+            result.processor.save_pretrained(staging)
+
+        target = options.snapshot_output(step)
+        write_model_dir(target, save, snapshot_record, overwrite=options.overwrite, card=model_card)
+        written.append(target)
+        del model
+    return written
+
+
 def finetune_options(**values: Any) -> FinetuneOptions:
     """:class:`FinetuneOptions` from flat keyword arguments: its own fields, the rest go to :meth:`TrainSettings.of`."""
     own = {f.name for f in dataclasses.fields(FinetuneOptions)} - {"settings"}
@@ -89,6 +120,7 @@ def finetune(options: FinetuneOptions | None = None, /, **values: Any) -> Finetu
         "rehearsal_fraction": options.rehearsal_fraction if rehearsal_specs else None,
         "image_root": options.image_root,
         "limit": options.limit,
+        "train_prompt": options.train_prompt,
     }
     record = run_record(settings=settings, model_path=options.model, data=data_info)
     check_output_dir(output, record, overwrite=options.overwrite)  # fail before any training
@@ -103,10 +135,20 @@ def finetune(options: FinetuneOptions | None = None, /, **values: Any) -> Finetu
         image_root=options.image_root,
         limit=options.limit,
         seed=settings.training.seed,
+        prompt=options.train_prompt,
     )
     data_info["examples"] = counts
     checkpoints = Path(options.checkpoint_dir) if options.checkpoint_dir else default_checkpoint_dir(output)
-    result = train(options.model, train_data, settings, checkpoint_dir=checkpoints, resume=options.resume)
+    for step in options.snapshot_steps:
+        check_output_dir(options.snapshot_output(step), record, overwrite=options.overwrite)
+    result = train(
+        options.model,
+        train_data,
+        settings,
+        checkpoint_dir=checkpoints,
+        resume=options.resume,
+        snapshot_steps=options.snapshot_steps,
+    )
     record = run_record(
         settings=settings,
         model_path=options.model,
@@ -117,6 +159,8 @@ def finetune(options: FinetuneOptions | None = None, /, **values: Any) -> Finetu
     distributed = PartialState()  # under `accelerate launch` only the main process writes the folder
     hub_url = None
     if distributed.is_main_process:
+        # Snapshots first: a finished OUTPUT then means every snapshot next to it is there too.
+        write_snapshots(options, result, record)
         write_model_dir(
             output,
             lambda staging: save_result(result, staging),

@@ -34,6 +34,31 @@ class TrainResult:
     logs: list[Path] = field(default_factory=list)
     """Files and folders the output keeps from training: ``trainer_state.json`` (the log history) and
     the TensorBoard ``runs/`` folder (with ``--report-to tensorboard``)."""
+    snapshots: dict[int, Path] = field(default_factory=dict)
+    """Optimizer step -> what :func:`save_trained` wrote after it (``snapshot_steps``; main process)."""
+
+
+def snapshot_dir(checkpoint_dir: Path, step: int) -> Path:
+    return Path(checkpoint_dir) / f"snapshot-{step}"
+
+
+def snapshot_callback(steps: list[int], checkpoint_dir: Path):
+    """A ``TrainerCallback`` that saves the model (as the final save does) after each of ``steps``.
+
+    Saved inside the checkpoint folder, so a resumed run still finds the snapshots an earlier session
+    took; the final model is rebuilt from each by :func:`load_trained` after training.
+    """
+    from transformers import TrainerCallback
+
+    class SnapshotCallback(TrainerCallback):
+        trainer = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in steps and self.trainer is not None:
+                save_trained(self.trainer, snapshot_dir(checkpoint_dir, state.global_step))
+            return control
+
+    return SnapshotCallback()
 
 
 def training_arguments(settings: TrainSettings, checkpoint_dir: Path):
@@ -92,6 +117,7 @@ def train(
     *,
     checkpoint_dir: Path,
     resume: bool = False,
+    snapshot_steps: list[int] | None = None,
 ) -> TrainResult:
     """Train ``model_path`` on ``train_data``; return the (merged unless keep_adapter) model.
 
@@ -118,6 +144,11 @@ def train(
         data_collator=ConversationCollator(processor),
         compute_loss_func=settings.method_object.compute_loss_func(settings.options),
     )
+    snapshot_steps = sorted(snapshot_steps or [])
+    if snapshot_steps:
+        callback = snapshot_callback(snapshot_steps, checkpoint_dir)
+        callback.trainer = trainer
+        trainer.add_callback(callback)
     resume_from = resume and _last_checkpoint(checkpoint_dir)
     output = trainer.train(resume_from_checkpoint=resume_from or None)
     final_dir = checkpoint_dir / FINAL_DIR
@@ -142,8 +173,19 @@ def train(
         torch.cuda.empty_cache()
     if not PartialState().is_main_process:
         return TrainResult(None, processor, {}, metrics)
+    snapshots = {step: snapshot_dir(checkpoint_dir, step) for step in snapshot_steps}
+    missing = [step for step, folder in snapshots.items() if not folder.is_dir()]
+    if missing:
+        raise EmtbenchError(
+            f"the run ended after {output.global_step} steps without reaching snapshot step(s) "
+            f"{', '.join(map(str, missing))}",
+            where="--snapshot-steps",
+            fix="pass steps below the run's last step (--max-steps, or the steps of --epochs)",
+        )
     model, parameters = load_trained(final_dir, model_path, settings)
-    return TrainResult(model, processor, {"trained": trained, **parameters}, metrics, logs)
+    return TrainResult(
+        model, processor, {"trained": trained, **parameters}, metrics, logs=logs, snapshots=snapshots
+    )
 
 
 def warmup_scheduler(
