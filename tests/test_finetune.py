@@ -269,39 +269,30 @@ def test_lora_trains_only_adapters_and_projector_then_merges_into_the_llm(traine
 
 @pytest.fixture(scope="session")
 def finetuned_dir(tiny_llava_dir, tmp_path_factory):
-    """`emtbench finetune` through the CLI, with the Hub upload intercepted at HfApi."""
-    import huggingface_hub
+    """`emtbench finetune --push-to-hub` through the CLI, pushed over HTTP to a fake Hub on 127.0.0.1.
 
-    output = tmp_path_factory.mktemp("finetuned") / "tiny-lora"
-    uploads = []
+    Returns the output folder and the files the Hub then holds in the pushed repo."""
+    from emtbench.testing.fake_hub import FakeHub, use_fake_hub
 
-    class RecordingApi:
-        def create_repo(self, repo_id, **kwargs):
-            uploads.append(("create", repo_id))
-
-        def upload_folder(self, folder_path, repo_id, **kwargs):
-            uploads.append(("upload", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
-            return "https://example.invalid/commit"
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(huggingface_hub, "HfApi", RecordingApi)
-    try:
+    work = tmp_path_factory.mktemp("finetuned")
+    output = work / "tiny-lora"
+    with FakeHub(root=work / "hub-store") as hub, use_fake_hub(hub, home=work / "hf-home"):
+        repo_id = f"{hub.user}/tiny-lora"
         code = run_emtbench(
             "finetune", "--model", str(tiny_llava_dir), "--method", "lora", "--data", "emt:digits",
             "--limit", "8", "--max-steps", "2", "--batch-size", "4", "--seed", "7",
-            "--output", str(output), "--push-to-hub", "someone/tiny-lora",
+            "--output", str(output), "--push-to-hub", repo_id,
         )  # fmt: skip
-    finally:
-        patch.undo()
+        pushed = hub.files(repo_id) if code == 0 else {}
     assert code == 0
-    return output, uploads
+    return output, pushed
 
 
 @pytest.mark.slow
 def test_finetune_cli_writes_a_loadable_model_with_its_run_record(finetuned_dir, tiny_llava_dir):
     from transformers import AutoModelForImageTextToText
 
-    output, uploads = finetuned_dir
+    output, pushed = finetuned_dir
     run = json.loads((output / "emtbench_run.json").read_text())
     assert run["method"] == "lora" and run["seed"] == 7 and run["base_model"] == str(tiny_llava_dir)
     assert run["data"]["train"] == "emt:digits" and run["data"]["examples"] == {"emt:digits": 8}
@@ -312,9 +303,8 @@ def test_finetune_cli_writes_a_loadable_model_with_its_run_record(finetuned_dir,
     model = AutoModelForImageTextToText.from_pretrained(output)
     assert type(model).__name__ == "LlavaForConditionalGeneration"
     assert not any("lora" in name for name in model.state_dict())
-    assert uploads[0] == ("create", "someone/tiny-lora")
-    assert uploads[1][1] == "someone/tiny-lora" and "model.safetensors" in uploads[1][2]
-    assert "emtbench_run.json" in uploads[1][2]
+    assert {"model.safetensors", "emtbench_run.json", "README.md"} <= set(pushed)
+    assert pushed["model.safetensors"] == (output / "model.safetensors").read_bytes()
 
 
 @pytest.mark.slow
