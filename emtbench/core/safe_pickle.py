@@ -26,8 +26,11 @@ _ALLOWED_GLOBALS = frozenset(
 """Protocol-2 pickles (Python 2's among them) build sets by calling these; they construct nothing else."""
 
 
-class _Refused(pickle.UnpicklingError):
-    """The file asked for something plain data never needs (raised before it is looked up)."""
+class Refused(pickle.UnpicklingError):
+    """The file asked for something the restricted unpickler does not admit (raised before it is looked up)."""
+
+
+_Refused = Refused
 
 
 class PlainDataUnpickler(pickle.Unpickler):
@@ -42,22 +45,32 @@ class PlainDataUnpickler(pickle.Unpickler):
         raise _Refused("it refers to a persistent object, which plain data never needs")
 
 
-def loads_plain_pickle(data: bytes, where: str, *, fix: str | None = None) -> Any:
-    """Unpickle ``data`` admitting only plain containers and scalars; anything else is a named error."""
+def run_restricted(
+    unpickler: pickle.Unpickler, where: str, *, fix: str | None = None, what: str = "pickle"
+) -> Any:
+    """``unpickler.load()`` with every failure a named error.
+
+    ``unpickler`` must be one whose ``find_class`` admits nothing that can run code of the file's choosing
+    (raising :class:`Refused` otherwise), so whatever else the C unpickler raises (EOFError,
+    OverflowError, UnicodeDecodeError, MemoryError...) means a corrupt stream.
+    """
     try:
-        value = PlainDataUnpickler(io.BytesIO(data)).load()
-    except _Refused as error:
+        return unpickler.load()
+    except Refused as error:
         raise EmtbenchError(
             f"refused to unpickle: {error} (nothing in the file was run)", where=where, fix=fix
         ) from None
     except RecursionError:
         raise EmtbenchError("nested too deeply to unpickle", where=where, fix=fix) from None
     except Exception as error:
-        # With every global refused no code of the file's choosing runs, so whatever the C unpickler
-        # raises (EOFError, OverflowError, UnicodeDecodeError, MemoryError...) means a corrupt stream.
         raise EmtbenchError(
-            f"not a readable pickle ({type(error).__name__}: {error})", where=where, fix=fix
+            f"not a readable {what} ({type(error).__name__}: {error})", where=where, fix=fix
         ) from None
+
+
+def loads_plain_pickle(data: bytes, where: str, *, fix: str | None = None) -> Any:
+    """Unpickle ``data`` admitting only plain containers and scalars; anything else is a named error."""
+    value = run_restricted(PlainDataUnpickler(io.BytesIO(data)), where, fix=fix)
     check_shape(value, where)
     return value
 

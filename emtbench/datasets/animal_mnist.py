@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from emtbench.core.errors import EmtbenchError
+from emtbench.core.safe_pickle import Refused, run_restricted
 from emtbench.datasets.emt import ANIMAL_MNIST_LABELS
 
 ANIMAL_MNIST_PACKAGE = "animal_mnist"
@@ -64,7 +65,7 @@ _INTEGER_DTYPES = frozenset(f"{kind}{size}" for kind in "iu" for size in (1, 2, 
 _BYTE_ORDERS = frozenset("<>|=")
 
 
-class _Refused(pickle.UnpicklingError):
+class _Refused(Refused):
     """The stream holds something a plain numpy array pickle never does (raised before anything runs)."""
 
 
@@ -190,19 +191,21 @@ class NumpyArrayUnpickler(pickle.Unpickler):
 def loads_numpy_array(data: bytes, where: str) -> np.ndarray:
     """The integer array a numpy pickle ``data`` holds, or a named error (nothing in ``data`` is run)."""
     fix = "use the data files of animal-mnist 0.4 (reinstall it)"
+    value = run_restricted(NumpyArrayUnpickler(io.BytesIO(data)), where, fix=fix, what="numpy pickle")
+    if not isinstance(value, _ArrayStandIn):
+        raise EmtbenchError(
+            f"refused to unpickle: it holds a {type(value).__name__}, not one numpy array "
+            "(nothing in the file was run)",
+            where=where,
+            fix=fix,
+        )
     try:
-        value = NumpyArrayUnpickler(io.BytesIO(data)).load()
-        if not isinstance(value, _ArrayStandIn):
-            raise _Refused(f"it holds a {type(value).__name__}, not one numpy array")
         return value.to_numpy()
     except _Refused as error:
         raise EmtbenchError(
             f"refused to unpickle: {error} (nothing in the file was run)", where=where, fix=fix
         ) from None
-    except RecursionError:
-        raise EmtbenchError("nested too deeply to unpickle", where=where, fix=fix) from None
-    except Exception as error:
-        # Only our stand-ins can be called, so whatever else the C unpickler raises means a corrupt stream.
+    except Exception as error:  # np.frombuffer on checked stand-ins: a corrupt stream, nothing run
         raise EmtbenchError(
             f"not a readable numpy pickle ({type(error).__name__}: {error})", where=where, fix=fix
         ) from None
