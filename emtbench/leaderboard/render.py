@@ -610,34 +610,37 @@ def heatmaps(lb: Leaderboard) -> str:
     return '<div class="charts">' + "".join(figures) + "</div>"
 
 
-def _problems(lb: Leaderboard) -> str:
-    if not lb.problems:
+def _notice(css_class: str, heading: str, notes: list) -> str:
+    """A section listing notes (problems, flags, pairing) under a bold heading; empty when there are none."""
+    if not notes:
         return ""
-    items = "".join(f"<li>{escape(str(problem))}</li>" for problem in lb.problems)
-    return (
-        f'<section class="problems"><strong>Built with --allow-partial: {len(lb.problems)} problem(s), '
-        f"these parts are left out</strong><ul>{items}</ul></section>"
+    items = "".join(f"<li>{escape(str(note))}</li>" for note in notes)
+    return f'<section class="{css_class}"><strong>{heading}</strong><ul>{items}</ul></section>'
+
+
+def _problems(lb: Leaderboard) -> str:
+    return _notice(
+        "problems",
+        f"Built with --allow-partial: {len(lb.problems)} problem(s), these parts are left out",
+        lb.problems,
     )
 
 
 def _flags(lb: Leaderboard) -> str:
-    if not lb.flags:
-        return ""
-    items = "".join(f"<li>{escape(str(flag))}</li>" for flag in lb.flags)
-    return (
-        f'<section class="flags"><strong>Low judge coverage: {len(lb.flags)} cell(s) (marked ⚠) rest on '
-        f"fewer than {100 * lb.min_judge_coverage:.0f}% of the answers; a judge outage is not forgetting"
-        f"</strong><ul>{items}</ul></section>"
+    return _notice(
+        "flags",
+        f"Low judge coverage: {len(lb.flags)} cell(s) (marked ⚠) rest on fewer than "
+        f"{100 * lb.min_judge_coverage:.0f}% of the answers; a judge outage is not forgetting",
+        lb.flags,
     )
 
 
 def _pairing(lb: Leaderboard) -> str:
-    if not lb.pairing:
-        return ""
-    items = "".join(f"<li>{escape(str(note))}</li>" for note in lb.pairing)
-    return (
-        f'<section class="flags"><strong>Paired intervals: {len(lb.pairing)} cell(s) where a run and its base '
-        f"were not scored on the same documents</strong><ul>{items}</ul></section>"
+    return _notice(
+        "flags",
+        f"Paired intervals: {len(lb.pairing)} cell(s) where a run and its base were not scored on the "
+        "same documents",
+        lb.pairing,
     )
 
 
