@@ -236,3 +236,13 @@ def test_hub_error_names_the_fix_and_the_retry(status, fix):
     named = hub_error(HfHubHTTPError("boom", response=response), "pushing out/", "me/m", retry="RETRY-HINT")
     assert f"pushing out/: the Hub answered {status}" in str(named) and fix in str(named)
     assert ("RETRY-HINT" in str(named)) == (status in (412, 429, 503))
+
+
+def test_the_command_a_card_records_carries_no_url_credentials():
+    from emtbench.hub.cards import command_line
+
+    record = {
+        "command": "emtbench eval --metadata judge_base_url=https://me:pw@judge.example/v1?api_key=sk-123"
+    }
+    shown = command_line(record)
+    assert "pw@" not in shown and "sk-123" not in shown and "judge.example" in shown

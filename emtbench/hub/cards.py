@@ -53,9 +53,11 @@ def record_invocation(argv: list[str]) -> None:
 
 def command_line(record: dict[str, Any]) -> str | None:
     """The exact command that made the folder: the record's, else the running ``emtbench`` command."""
+    from emtbench.core.secrets import redact_text
+
     if record.get("command"):
-        return str(record["command"])
-    return shlex.join(_invocation) if _invocation else None
+        return redact_text(str(record["command"]))
+    return redact_text(shlex.join(_invocation)) if _invocation else None  # a card is public
 
 
 def is_hub_id(value: Any) -> bool:
