@@ -137,6 +137,18 @@ def test_push_to_other_namespace_is_refused_early(fake_hub, tmp_path, capsys):
     assert "cannot create repos under 'someone-else'" in capsys.readouterr().err
 
 
+def spy_on_checkpoint_opening(monkeypatch) -> list:
+    """A list that records each call merge/tailor make to open their checkpoints (the real call still runs)."""
+    import emtbench.methods.fusion.checkpoints as checkpoints
+
+    opened = []
+    real_check = checkpoints.check_compatible
+    monkeypatch.setattr(
+        checkpoints, "check_compatible", lambda *a, **k: opened.append(a) or real_check(*a, **k)
+    )
+    return opened
+
+
 MERGE_COMMANDS = {
     "merge": ["merge", "--method", "task-arithmetic"],
     "tailor": ["tailor", "--calib-data", "emt:digits", "--calib-samples", "2"],
@@ -157,15 +169,9 @@ def test_merge_and_tailor_check_credentials_before_merging(
 ):
     """`merge`/`tailor --push-to-hub` with a bad token (or a namespace it cannot write) stop with the fix
     before a checkpoint is opened: nothing is merged, nothing is written, nothing is posted to the Hub."""
-    import emtbench.methods.fusion.checkpoints as checkpoints
-
     if token is not None:
         monkeypatch.setenv("HF_TOKEN", token) if token else monkeypatch.delenv("HF_TOKEN")
-    opened = []
-    real_check = checkpoints.check_compatible
-    monkeypatch.setattr(
-        checkpoints, "check_compatible", lambda *a, **k: opened.append(a) or real_check(*a, **k)
-    )
+    opened = spy_on_checkpoint_opening(monkeypatch)
     out = tmp_path / "merged"
     code = run_emtbench(
         *MERGE_COMMANDS[command], "--pretrained", str(tiny_llava_dir), "--finetuned", str(tiny_llava_dir),
@@ -186,13 +192,7 @@ def test_merge_push_to_hub_with_a_good_token_reaches_the_merge(
     """The control for the test above: with the valid token the same command gets past the credential check
     to the checkpoints (the spy sees them opened; with --finetuned = --pretrained the merge then refuses an
     empty task vector, which is all this needs)."""
-    import emtbench.methods.fusion.checkpoints as checkpoints
-
-    opened = []
-    real_check = checkpoints.check_compatible
-    monkeypatch.setattr(
-        checkpoints, "check_compatible", lambda *a, **k: opened.append(a) or real_check(*a, **k)
-    )
+    opened = spy_on_checkpoint_opening(monkeypatch)
     out = tmp_path / "merged"
     code = run_emtbench(
         *MERGE_COMMANDS["merge"], "--pretrained", str(tiny_llava_dir), "--finetuned", str(tiny_llava_dir),
