@@ -212,3 +212,20 @@ def test_the_heap_is_frozen_while_a_task_generates_and_thawed_after():
     assert gc.get_freeze_count() <= frozen
     judge_responses([], [])
     assert gc.get_freeze_count() == 0
+
+
+def test_building_an_emt_task_lists_no_few_shot_docs_and_a_few_shot_run_still_gets_them():
+    """lm-eval's Task.__init__ would decode the whole test split for a sampler zero-shot EMT never uses."""
+    from lm_eval.tasks import get_task_dict
+
+    from emtbench.tasks.evaluation import TASKS_DIR, task_manager
+
+    task = get_task_dict(["emt_digits"], task_manager([str(TASKS_DIR)], {}))["emt_digits"]
+    task.set_fewshot_seed(1234)
+    assert "_sampler" not in task.__dict__  # neither built nor decoded yet
+    doc = task.test_docs()[0]
+    shots = task.sampler.sample(n=2, eval_doc=doc)
+    assert len(shots) == 2 and all("label" in shot for shot in shots)
+    again = get_task_dict(["emt_digits"], task_manager([str(TASKS_DIR)], {}))["emt_digits"]
+    again.set_fewshot_seed(1234)
+    assert [s["label"] for s in again.sampler.sample(n=2, eval_doc=doc)] == [s["label"] for s in shots]

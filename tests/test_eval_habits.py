@@ -124,6 +124,8 @@ def test_the_warning_names_the_flag_and_only_where_it_applies(tmp_path):
     assert chat_template_warning("emtbench-clip", args, False) is None
     plain = _model_folder(tmp_path, "plain")
     assert chat_template_warning("hf-multimodal", {"pretrained": str(plain)}, False) is None
+    assert chat_template_warning("hf-multimodal", args, False, "emt_stdlib_ppl") is None  # perplexity only
+    assert chat_template_warning("hf-multimodal", args, False, ["emt_stdlib_ppl", "emt_digits"])
 
 
 def test_eval_warns_before_the_run(tiny_llava_dir, executed):

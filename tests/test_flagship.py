@@ -263,3 +263,67 @@ def test_class_tokens_learn_to_make_the_frozen_lm_answer_each_class(loaded):
     # steps alternate datasets: compare each dataset's first and last loss
     assert losses[-2] < losses[0] and losses[-1] < losses[1]
     assert torch.equal(model.model.language_model.embed_tokens.weight, frozen_before)
+
+
+def _question_first_batch(processor, count: int, *, pad_one: bool = False):
+    question = "What is the object in the image? Please only answer a single object in cat, dog, bird, fish."
+    texts = []
+    for index in range(count):
+        asked = question + (" Be brief." if pad_one and index == 0 else "")
+        messages = [{"role": "user", "content": [{"type": "text", "text": asked}, {"type": "image"}]}]
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+    return processor(images=_images(count), text=texts, padding="longest", return_tensors="pt")
+
+
+def test_generate_computes_the_shared_prompt_prefix_once_and_gives_the_same_tokens(loaded, monkeypatch):
+    model, processor = loaded
+    batch = _question_first_batch(processor, 3)
+    cache = model.shared_prefix_cache(None, dict(batch))
+    first_image = int((batch["input_ids"][0] == model.config.image_token_id).nonzero()[0])
+    assert cache is not None and cache.get_seq_length() == first_image >= model.MIN_SHARED_PREFIX
+    shared = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    monkeypatch.setattr(type(model), "MIN_SHARED_PREFIX", 10**9)
+    assert model.shared_prefix_cache(None, dict(batch)) is None
+    plain = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert torch.equal(shared, plain)
+
+
+def test_no_shared_prefix_across_padding_beams_or_a_given_cache(loaded):
+    model, processor = loaded
+    padded = _question_first_batch(processor, 3, pad_one=True)
+    assert padded["attention_mask"][1, 0] == 0  # the shorter prompts are padded in front
+    assert model.shared_prefix_cache(None, dict(padded)) is None
+    batch = _question_first_batch(processor, 3)
+    assert model.shared_prefix_cache(None, {**batch, "num_beams": 2}) is None
+    assert model.shared_prefix_cache(None, {**batch, "use_cache": False}) is None
+    one = _question_first_batch(processor, 1)
+    assert model.shared_prefix_cache(None, dict(one)) is None
+
+
+def test_inference_reuses_the_vision_features_of_the_same_pixels_and_weights(tiny_flagship_dir):
+    from transformers import AutoModelForImageTextToText
+
+    from emtbench.models.flagship import modeling_emt_flagship as modeling
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir).eval()
+    inner = model.model
+    pixels = torch.rand(2, 3, 32, 32)
+    modeling.VISION_FEATURE_CACHE.clear()
+    with torch.no_grad():
+        first = inner.pool_vision_features(pixels)
+        assert len(modeling.VISION_FEATURE_CACHE) == 1
+        calls = []
+        hook = inner.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+        again = inner.pool_vision_features(pixels)
+        assert calls == [] and torch.equal(first, again)  # the tower did not run
+        inner.pool_vision_features(pixels + 0.5)
+        assert calls == [1] and len(modeling.VISION_FEATURE_CACHE) == 2  # other pixels: computed
+        next(inner.vision_tower.parameters()).add_(0.1)
+        changed = inner.pool_vision_features(pixels)
+        assert calls == [1, 1] and not torch.equal(changed, first)  # other weights: computed
+    inner.pool_vision_features(pixels)  # gradients enabled: never cached
+    model.train()
+    with torch.no_grad():
+        inner.pool_vision_features(pixels)  # training: never cached
+    assert calls == [1, 1, 1, 1]
+    hook.remove()

@@ -114,6 +114,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="default: %(default)s",
     )
     sizes.add_argument(
+        "--fp32-training",
+        action="store_true",
+        help="fine-tune in fp32 instead of bf16 mixed precision (LLaVA-1.5's scripts train with --bf16)",
+    )
+    sizes.add_argument(
         "--rehearsal-fraction",
         type=float,
         default=defaults.rehearsal_fraction,
@@ -178,6 +183,7 @@ def options_from_args(args: argparse.Namespace):
         seed=args.seed,
         limit=args.limit,
         language_docs=args.language_docs,
+        train_bf16=not args.fp32_training,
         train_steps=args.train_steps,
         train_examples=args.train_examples,
         train_batch_size=args.train_batch_size,

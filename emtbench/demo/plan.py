@@ -119,7 +119,13 @@ def eval_steps(options: DemoOptions, model: Path, here: Path) -> list[Step]:
         log_samples=True,
         output_path=here / "language",
     )
-    return [Step(["eval", *o.to_argv()], o, evaluate) for o in (emt, language)]
+    from emtbench.demo.reuse import evaluate_language_once
+
+    return [
+        Step(["eval", *emt.to_argv()], emt, evaluate),
+        # the same call, unless a finished stage measured identical language-model weights (demo.reuse)
+        Step(["eval", *language.to_argv()], language, lambda o: evaluate_language_once(o, options.out)),
+    ]
 
 
 def finetune_step(options: DemoOptions, base: Path, run: str, here: Path) -> Step:
@@ -138,6 +144,7 @@ def finetune_step(options: DemoOptions, base: Path, run: str, here: Path) -> Ste
             batch_size=options.train_batch_size,
             seed=options.seed,
             logging_steps=1,
+            bf16=options.train_bf16,
             **rate,
         ),
         rehearsal_data=list(ALIGNMENT_DATA) if recipe.rehearsal else [],
@@ -209,12 +216,17 @@ def summarize_eval(here: Path) -> dict[str, Any]:
         tasks[task] = {name: values[f"{name},none"] for name in METRIC_NAMES if f"{name},none" in values}
         tasks[task]["samples"] = emt.get("n-samples", {}).get(task, {}).get("effective")
     probe = language["results"][LANGUAGE_TASK]
+    from emtbench.demo.reuse import reused_from
+
     return {
         "emt": tasks,
         "language": {
             name: probe[f"{name},none"] for name in ("word_perplexity", "byte_perplexity", "bits_per_byte")
         }
-        | {"documents": language.get("n-samples", {}).get(LANGUAGE_TASK, {}).get("effective")},
+        | {
+            "documents": language.get("n-samples", {}).get(LANGUAGE_TASK, {}).get("effective"),
+            "reused_from": reused_from(here / "language"),
+        },
     }
 
 

@@ -42,7 +42,8 @@ acc       % correct on the first {limit} held-out test images of each task (rule
 Δ         acc(run) − acc(base) in points, [95% paired bootstrap interval: the same image indices are
           resampled for both, {resamples} resamples]; ! = the interval excludes 0 (significant)
 ppl       word perplexity of the LM on the first {docs} stdlib module docstrings ({task}, Python {python});
-          Δ = ppl(run) − ppl(base), interval from resampling the documents jointly: positive = language forgetting
+          Δ = ppl(run) − ppl(base), interval from resampling the documents jointly: positive = language forgetting;
+          = after it: the LM's weights equal those of an earlier stage, whose result is copied (emtbench.demo.reuse)
 borrowed  answers on {others} that name an Animal-MNIST label (the fine-tuning labels: hallucination
           by label borrowing), of all answers on those tasks
 H         2·A_o·A_t/(A_o + A_t): A_t = accuracy on {target}, A_o = mean accuracy on the other tasks
@@ -380,7 +381,8 @@ def render_table(options: DemoOptions, runs: dict[str, dict[str, Any]]) -> str:
             cells.append(f"{accuracy} {delta}".rstrip())
         ppl = _cell(run["language"].get("word_perplexity"), 2)
         language = _delta_cell(run.get("language_delta"), 2)
-        cells.append(f"{ppl} {language}".rstrip())
+        copied = "=" if run["language"].get("reused_from") else ""
+        cells.append(f"{ppl} {language}{copied}".rstrip())
         cells.append(f"{run['borrowed']['count']}/{run['borrowed']['of']}")
         cells += [_cell(run["h_score"]), _percent(run["params_changed"])]
         lines.append(cells)

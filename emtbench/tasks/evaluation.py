@@ -90,7 +90,7 @@ def run_lm_eval(argv: list[str]) -> int:
             parsed.include_path = [*settings["include_path"], str(TASKS_DIR)]
         if hasattr(parsed, "tasks"):  # `run`, not `ls` or `validate`
             warn_missing_chat_template(
-                settings["model"], settings["model_args"], settings["apply_chat_template"]
+                settings["model"], settings["model_args"], settings["apply_chat_template"], parsed.tasks
             )
         try:
             cli.execute(parsed)
@@ -191,10 +191,37 @@ def has_chat_template(pretrained: str) -> bool:
     return False
 
 
-def chat_template_warning(model: str, model_args: dict[str, Any], apply_chat_template: Any) -> str | None:
-    """The warning for an MLLM whose processor has a chat template, run without ``--apply_chat_template``."""
+def rolling_loglikelihood_tasks() -> set[str]:
+    """emtbench's tasks that score whole texts (perplexity): they send no prompt, so no template applies.
+
+    Read from the task YAML as text (their ``!function`` tags are lm-eval's to resolve, not ours).
+    """
+    import re
+
+    names = set()
+    for path in TASKS_DIR.rglob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^output_type:\s*loglikelihood_rolling\s*$", text, re.M):
+            names.update(re.findall(r"^task:\s*(\S+)\s*$", text, re.M))
+    return names
+
+
+def _task_names(tasks: Any) -> list[str]:
+    if isinstance(tasks, str):
+        return [name.strip() for name in tasks.split(",") if name.strip()]
+    return [str(name) for name in tasks or []]
+
+
+def chat_template_warning(
+    model: str, model_args: dict[str, Any], apply_chat_template: Any, tasks: Any = None
+) -> str | None:
+    """The warning for an MLLM whose processor has a chat template, run without ``--apply_chat_template``
+    (not for a run of perplexity tasks only: those send no prompt)."""
     pretrained = model_args.get("pretrained")
     if apply_chat_template or model not in CHAT_TEMPLATE_MODELS or not pretrained:
+        return None
+    names = _task_names(tasks)
+    if names and set(names) <= rolling_loglikelihood_tasks():
         return None
     if not has_chat_template(str(pretrained)):
         return None
@@ -206,10 +233,11 @@ def chat_template_warning(model: str, model_args: dict[str, Any], apply_chat_tem
     )
 
 
-def warn_missing_chat_template(model: str, model_args: dict[str, Any], apply_chat_template: Any) -> None:
-    message = chat_template_warning(model, model_args, apply_chat_template)
-    if message:
-        logger.warning(message)
+def warn_missing_chat_template(
+    model: str, model_args: dict[str, Any], apply_chat_template: Any, tasks: Any = None
+) -> None:
+    message = chat_template_warning(model, model_args, apply_chat_template, tasks)
+    if message:  # printed once (not also logged: lm-eval's log handler would show it a second time)
         print(f"emtbench eval: warning: {message}", file=sys.stderr)
 
 
