@@ -65,6 +65,9 @@ def eval_inputs(processor, count: int) -> tuple[list, str]:
 
 
 def run_batch(model, processor, images, prompt, new_tokens: int, **generate_kwargs):
+    from emtbench.models.flagship.modeling_emt_flagship import VISION_FEATURE_CACHE
+
+    VISION_FEATURE_CACHE.clear()  # every timed run computes its vision features (no reuse across rounds)
     batch = processor(
         images=[[im] for im in images], text=[prompt] * len(images), padding="longest", return_tensors="pt"
     )

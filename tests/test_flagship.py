@@ -296,6 +296,7 @@ def test_no_shared_prefix_across_padding_beams_or_a_given_cache(loaded):
     batch = _question_first_batch(processor, 3)
     assert model.shared_prefix_cache(None, {**batch, "num_beams": 2}) is None
     assert model.shared_prefix_cache(None, {**batch, "use_cache": False}) is None
+    assert model.shared_prefix_cache(None, {**batch, "cache_implementation": "static"}) is None
     one = _question_first_batch(processor, 1)
     assert model.shared_prefix_cache(None, dict(one)) is None
 

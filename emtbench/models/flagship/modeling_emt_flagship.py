@@ -323,7 +323,8 @@ class EmtFlagshipForConditionalGeneration(EmtFlagshipPreTrainedModel, Generation
         config = kwargs.get("generation_config") or self.generation_config
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
         returns = kwargs.get("num_return_sequences", getattr(config, "num_return_sequences", 1)) or 1
-        blocked = ("inputs_embeds", "assistant_model", "prompt_lookup_num_tokens", "cache", "past_key_values")
+        blocked = ("inputs_embeds", "assistant_model", "prompt_lookup_num_tokens", "cache", "past_key_values",
+                   "cache_implementation")  # fmt: skip
         if beams != 1 or returns != 1 or kwargs.get("use_cache") is False:
             return None
         if any(kwargs.get(name) is not None for name in blocked):
