@@ -60,13 +60,13 @@ def _vision_cache_key(model: nn.Module, pixel_values: torch.Tensor) -> str | Non
     cache does not apply (training, gradients wanted, or tensors off the CPU: hashing would cost more)."""
     if model.training or torch.is_grad_enabled() or pixel_values.device.type != "cpu":
         return None
-    tower = model.vision_tower
-    if any(t.device.type != "cpu" for t in tower.state_dict().values()):
+    state = model.vision_tower.state_dict()
+    if any(t.device.type != "cpu" for t in state.values()):
         return None
     digest = hashlib.sha256(
         f"{model.config.image_grid}|{tuple(pixel_values.shape)}|{pixel_values.dtype}".encode()
     )
-    for name, tensor in tower.state_dict().items():
+    for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(_tensor_bytes(tensor))
     digest.update(_tensor_bytes(pixel_values))

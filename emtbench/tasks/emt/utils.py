@@ -28,6 +28,7 @@ class EmtTask(ConfigurableTask):
 
         config = {key: value for key, value in (config or {}).items() if key != "class"}
         super().__init__(config=config, **kwargs)  # loads the dataset, which builds the task's judge
+        self._building = False
         emt_dataset = (self.config.dataset_kwargs or {}).get("emt_dataset")
         if emt_dataset is None:  # pragma: no cover - every EMT task YAML names its dataset
             return
@@ -36,6 +37,7 @@ class EmtTask(ConfigurableTask):
         self.config.metadata = metadata
 
     _building = True
+    """True until lm-eval's ``__init__`` has returned (see :meth:`fewshot_docs`)."""
 
     def fewshot_docs(self):
         """None while lm-eval builds the task: its ``__init__`` lists the few-shot docs (for EMT, the
@@ -48,7 +50,6 @@ class EmtTask(ConfigurableTask):
         if "_sampler" not in self.__dict__:
             from lm_eval.api import samplers
 
-            self._building = False
             docs = self.fewshot_docs()
             name = self.fewshot_cfg.sampler if self.config.fewshot_config else "default"
             self._sampler = None if docs is None else samplers.get_sampler(name)(list(docs), rnd=None)
