@@ -53,13 +53,17 @@ class MatmulMeter:
 
 
 def eval_inputs(processor, count: int) -> tuple[list, str]:
-    """The first ``count`` digits test images (RGB) and the chat prompt every one of them is asked with."""
+    """The first ``count`` digits test images (RGB) and the chat prompt every one of them is asked with.
+
+    The prompt is the one lm-eval's ``emt_digits`` sends with ``--apply_chat_template`` (the question,
+    then ``<image>``), so the flagship's shared-prefix prefill applies here as it does in evaluation.
+    """
     from emtbench.datasets.emt import get_dataset
     from emtbench.datasets.loading import DataOptions, load_emt_dataset
 
     dataset = get_dataset("digits")
     data = load_emt_dataset(dataset, DataOptions(split="test", source="offline")).select(range(count))
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": dataset.prompt}]}]
+    messages = [{"role": "user", "content": [{"type": "text", "text": dataset.prompt}, {"type": "image"}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     return [im.convert("RGB") for im in data["image"]], prompt
 

@@ -194,3 +194,44 @@ def test_evaluate_suggests_close_names_too():
 
     with pytest.raises(EmtbenchError, match="did you mean emt_fashion_mnist"):
         emtbench.evaluate(tasks=["emt_fashion_mnst"], model="hf-multimodal", model_args={"pretrained": "x"})
+
+
+def test_the_environment_report_is_made_once_per_process_and_the_original_is_restored(monkeypatch):
+    """lm-eval writes torch's collect_env report into each results file; evaluate() makes it once."""
+    import torch.utils.collect_env as collect_env
+
+    from emtbench.tasks import evaluation
+
+    calls = []
+
+    def slow_report() -> str:
+        calls.append(1)
+        return f"report {len(calls)}"
+
+    monkeypatch.setattr(collect_env, "get_pretty_env_info", slow_report)
+    monkeypatch.setattr(evaluation, "_ENVIRONMENT_REPORT", [])
+    reports = []
+    for _ in range(3):
+        with evaluation.environment_reported_once():
+            from torch.utils.collect_env import get_pretty_env_info  # as lm-eval imports it, per call
+
+            reports.append(get_pretty_env_info())
+    assert reports == ["report 1"] * 3 and len(calls) == 1
+    assert collect_env.get_pretty_env_info is slow_report  # nothing patched outside the block
+    assert slow_report() == "report 2"
+
+
+def test_emtbench_tasks_alone_are_resolved_without_indexing_lm_evals_own(monkeypatch):
+    """lm-eval's ~14,700 task files are indexed only when a requested name needs them."""
+    from emtbench.tasks import evaluation
+
+    monkeypatch.setattr(evaluation, "_TASK_MANAGERS", {})
+    manager = evaluation.task_manager([str(TASKS_DIR)], {}, ["emt_digits", "emt_stdlib_ppl", "emt_offline"])
+    assert "emt_digits" in manager.all_tasks and "arc_easy" not in manager.all_tasks
+    assert len(manager.all_tasks) < 200
+    index = manager.task_index
+    assert evaluation.resolved_within(index, ["emt_digits", "emt_offline"])  # a group of emtbench tasks
+    # the language suite's members are lm-eval's own tasks; a typo is not found here either
+    assert not evaluation.resolved_within(index, ["emt_linguistic"])
+    assert not evaluation.resolved_within(index, ["emt_digitz"])
+    assert not evaluation.resolved_within(index, ["emt_digits", "arc_easy"])

@@ -135,6 +135,76 @@ def test_soft_target_loss_matches_hand_computation_and_is_cross_entropy_at_alpha
     assert float(soft_target_loss(logits, labels, alpha)) != pytest.approx(float(cross_entropy), rel=1e-3)
 
 
+# --- answer-only logits ------------------------------------------------------------------------
+
+
+def loss_and_gradients(trainer, model, batch):
+    model.zero_grad()
+    loss, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), outputs.logits.shape, grads
+
+
+@pytest.mark.parametrize("kind", ["llava", "flagship"])
+@pytest.mark.parametrize("alpha", [None, 0.2])
+def test_training_logits_only_where_the_loss_reads_them_give_the_full_sequences_loss_and_gradients(
+    kind, alpha, tiny_llava_dir, digits_train, tmp_path
+):
+    """The Trainer asks for the answer positions' logits only; loss and every gradient are unchanged."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor, Trainer, TrainingArguments
+
+    from emtbench.methods.finetune.loss import make_compute_loss_func
+    from emtbench.methods.finetune.trainer import supervised_positions
+    from emtbench.testing import build_tiny_flagship
+
+    folder = tiny_llava_dir if kind == "llava" else build_tiny_flagship(tmp_path / "flagship")
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).train()
+    batch = ConversationCollator(processor)([digits_train[i] for i in range(4)])
+    # Rows of different answer lengths, so the kept positions are a union that differs per row.
+    batch["labels"][0, -1] = IGNORE_INDEX
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[])
+    hook = make_compute_loss_func(alpha) if alpha is not None else None
+    stock = Trainer(model=model, args=args, compute_loss_func=hook)
+    ours = make_trainer_class()(model=model, args=args, compute_loss_func=hook)
+
+    full_loss, full_shape, full_grads = loss_and_gradients(stock, model, batch)
+    loss, shape, grads = loss_and_gradients(ours, model, batch)
+
+    kept = supervised_positions(batch["labels"])
+    sequence = batch["input_ids"].shape[1]
+    assert full_shape[1] == sequence and shape[1] == kept.numel() + 1 < sequence / 2
+    assert loss == pytest.approx(full_loss, rel=1e-5)
+    assert grads.keys() == full_grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+    model.eval()  # evaluation keeps the whole sequence's logits (callers may read them)
+    with torch.no_grad():
+        _, eval_outputs = ours.compute_loss(model, dict(batch), return_outputs=True)
+    assert eval_outputs.logits.shape[1] == sequence
+
+
+def test_supervised_positions_are_the_union_of_the_rows_next_token_targets():
+    from emtbench.methods.finetune.trainer import compact_labels, supervised_positions
+
+    labels = torch.tensor(
+        [[IGNORE_INDEX, IGNORE_INDEX, 5, 6, IGNORE_INDEX], [IGNORE_INDEX, 7, IGNORE_INDEX, 8, 9]]
+    )
+    positions = supervised_positions(labels)
+    assert positions.tolist() == [0, 1, 2, 3]  # logit t is read when some row supervises t + 1
+    compact, keep = compact_labels(labels, positions)
+    assert keep.tolist() == [0, 1, 2, 3, 3]
+    assert compact[:, 1:].tolist() == labels[:, 1:].tolist()  # here every later column is kept
+    assert supervised_positions(torch.full((2, 4), IGNORE_INDEX)) is None
+
+    padded = torch.tensor([[1, 2, 3, 4, 5, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]])
+    padded[0, :3] = IGNORE_INDEX
+    compact, keep = compact_labels(padded, supervised_positions(padded))
+    assert keep.tolist() == [2, 3, 3] and compact.tolist() == [[IGNORE_INDEX, 4, 5]]
+
+
 # --- data --------------------------------------------------------------------------------------
 
 

@@ -51,11 +51,12 @@ def write_snapshots(options: FinetuneOptions, result: Any, record: dict[str, Any
     """
     from emtbench.core.records import write_model_dir
     from emtbench.hub.cards import model_card
-    from emtbench.methods.finetune.saving import load_trained
+    from emtbench.methods.finetune.saving import load_reference, load_trained
 
     written = []
+    reference = load_reference(options.model) if result.snapshots else None  # once for all of them
     for step, folder in sorted(result.snapshots.items()):
-        model, parameters = load_trained(folder, options.model, options.settings)
+        model, parameters = load_trained(folder, options.model, options.settings, reference=reference)
         snapshot_record = {
             **record,
             "parameters": {"trained": result.parameters.get("trained"), **parameters},

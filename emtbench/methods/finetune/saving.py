@@ -40,11 +40,23 @@ def save_trained(trainer, directory: Path) -> None:
     accelerator.wait_for_everyone()
 
 
-def load_trained(directory: Path, model_path: str, settings: TrainSettings) -> tuple[Any, dict[str, Any]]:
+def load_reference(model_path: str):
+    """The base model in fp32 on CPU: what :func:`load_trained` counts changes against and merges into."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+
+
+def load_trained(
+    directory: Path, model_path: str, settings: TrainSettings, *, reference: Any = None
+) -> tuple[Any, dict[str, Any]]:
     """Rebuild the trained model on CPU from what :func:`save_trained` wrote; count changed values.
 
     LoRA merging needs whole weights, which FSDP and ZeRO-3 never hold on one process; the saved
     adapter applied to the base model loaded on CPU is exactly the trained model, on any setup.
+    ``reference`` is :func:`load_reference` of ``model_path`` when the caller rebuilds several saves
+    (the snapshots) and loads it once; it is only read, and the adapter is merged into a copy of it.
     Host memory: the base model (reference for the changed count) plus the result (plus a merged copy
     with ``keep_adapter``).
     """
@@ -61,12 +73,12 @@ def load_trained(directory: Path, model_path: str, settings: TrainSettings) -> t
             fix="under DeepSpeed ZeRO-3 set zero3_save_16bit_model: true in the accelerate config "
             "(stage3_gather_16bit_weights_on_model_save in a DeepSpeed JSON); see docs/training.md",
         )
-    reference = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    if reference is None:
+        reference = load_reference(model_path)
     if lora:
         from peft import PeftModel
 
-        base = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
-        adapter = PeftModel.from_pretrained(base, str(directory))
+        adapter = PeftModel.from_pretrained(copy.deepcopy(reference), str(directory))
         if settings.keep_adapter:
             result, merged = adapter, copy.deepcopy(adapter).merge_and_unload()
         else:

@@ -227,18 +227,84 @@ def warmup_scheduler(
     return LambdaLR(optimizer, factor)
 
 
+def supervised_positions(labels) -> Any:
+    """The sequence positions whose logits some row's loss reads, or ``None`` when there are none.
+
+    The causal-LM loss compares the logits at position ``t`` with the label at ``t + 1``; a position
+    whose next label is ignored (``-100``: the prompt, the image tokens, the padding) costs the
+    vocabulary-wide head and log-softmax and contributes nothing. One index set for the whole batch
+    (the union over rows), because ``logits_to_keep`` takes one.
+    """
+    import torch
+
+    from emtbench.methods.finetune.data import IGNORE_INDEX
+
+    if labels is None or labels.dim() != 2 or labels.shape[1] < 2:
+        return None
+    positions = torch.nonzero((labels[:, 1:] != IGNORE_INDEX).any(dim=0)).flatten()
+    return positions if positions.numel() else None
+
+
+def compact_labels(labels, positions):
+    """``(labels, logits_to_keep)`` for a loss over ``positions`` only that still shifts by one.
+
+    Every causal-LM loss in the stack (the model's own, the soft-target hook, the Trainer's label
+    smoother) drops the last logit and the first label before comparing. So the kept logits are
+    ``positions`` plus one repeated last position, and the compact labels are one ignored column
+    followed by the labels at ``positions + 1``: after the shift, logit ``positions[i]`` meets label
+    ``positions[i] + 1`` exactly as in the full sequence, and the extra logit meets nothing.
+    """
+    import torch
+
+    from emtbench.methods.finetune.data import IGNORE_INDEX
+
+    keep = torch.cat([positions, positions[-1:]])
+    ignored = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return torch.cat([ignored, labels[:, positions + 1]], dim=1), keep
+
+
+def accepts_logits_to_keep(model) -> bool:
+    """Whether the model (under a peft wrapper and accelerate's) takes a tensor ``logits_to_keep``."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def make_trainer_class():
-    """``Trainer`` with two fixes: resume of full-model checkpoints, and a warm-up whose first step learns.
+    """``Trainer`` with three changes: resume of full-model checkpoints, a warm-up whose first step
+    learns, and training logits only where the loss reads them.
 
     transformers 5 saves LLaVA checkpoints in the original (Hub) key layout but the stock Trainer
     resume calls ``load_state_dict`` on the raw file without converting the keys back, so every weight
     is silently skipped (a missing-keys warning) and training would restart from the base weights.
     Loading through ``from_pretrained`` applies the model's key mapping. PEFT adapters, FSDP and
     DeepSpeed checkpoints keep the stock path. The scheduler is :func:`warmup_scheduler`.
+
+    In training, the model is asked for the logits of :func:`supervised_positions` only (the answer
+    tokens: ~4 of the flagship's ~40 positions), through transformers' own ``logits_to_keep``; the
+    loss and its gradients are the full sequence's (the other positions' terms are zero), without the
+    vocabulary-wide head over the prompt. Models without ``logits_to_keep``, and evaluation (whose
+    callers may read the logits), keep the stock path.
     """
     from transformers import Trainer
 
     class CheckpointConvertingTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            positions = supervised_positions(inputs.get("labels")) if model.training else None
+            if positions is not None and "logits_to_keep" not in inputs:
+                if self._answer_logits_only is None:
+                    self._answer_logits_only = accepts_logits_to_keep(self.accelerator.unwrap_model(model))
+                if self._answer_logits_only:
+                    labels, keep = compact_labels(inputs["labels"], positions)
+                    inputs = {**inputs, "labels": labels, "logits_to_keep": keep}
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        _answer_logits_only: bool | None = None
+
         def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
             target = model if model is not None else self.model
             if hasattr(target, "peft_config") or self.is_fsdp_enabled or self.is_deepspeed_enabled:
