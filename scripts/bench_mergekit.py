@@ -34,9 +34,13 @@ vectors is exactly 0 emtbench elects no sign (mergekit elects +). DARE survivors
 1/(1 − p) in emtbench (Yu et al. 2024, eq. 2) but by ‖δ‖₁/‖mask ⊙ δ‖₁ per tensor in mergekit, which
 equals 1/(1 − p) only in expectation.
 
-Run (mergekit in its own virtualenv; it must not replace torch, see the README's Performance notes):
+Run (mergekit in its own virtualenv; it must not replace torch, see the README's Performance notes).
+Install the CPU torch first, then mergekit under a constraint that pins it, so that pip never swaps
+in a CUDA build (nvidia-* wheels in its plan mean the pin is not holding):
 
-  python3 -m venv /tmp/mk && /tmp/mk/bin/pip install torch==2.13.0 mergekit
+  python3 -m venv /tmp/mk && echo "torch==2.13.0+cpu" > /tmp/mk/torch.txt
+  /tmp/mk/bin/pip install -c /tmp/mk/torch.txt torch==2.13.0+cpu   # --index-url https://download.pytorch.org/whl/cpu where no local wheel
+  /tmp/mk/bin/pip install -c /tmp/mk/torch.txt mergekit
   OMP_NUM_THREADS=1 python scripts/bench_mergekit.py --mergekit-yaml /tmp/mk/bin/mergekit-yaml
 """
 

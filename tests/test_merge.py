@@ -79,6 +79,60 @@ def test_top_share_mask_picks_what_a_stable_sort_picks():
     assert top_share_mask(values, 1.0).all()
 
 
+def test_top_share_mask_on_signed_values_picks_what_a_stable_sort_picks():
+    """Negative values and -0.0 (where integer bit patterns do not order as the floats): same entries."""
+    generator = torch.Generator().manual_seed(1)
+    values = torch.randint(-10, 10, (23, 19), generator=generator).float()
+    values[0, :4] = -0.0
+    for density in (0.05, 0.3, 0.5, 0.9):
+        count = min(values.numel(), int(density * values.numel() + 0.5))
+        expected = torch.zeros(values.numel(), dtype=torch.bool)
+        expected[torch.argsort(values.flatten(), descending=True, stable=True)[:count]] = True
+        assert torch.equal(top_share_mask(values, density), expected.view_as(values)), density
+
+
+def _ties_reference(deltas, density):
+    """TIES as first written: stacked trims, sign maps, the disjoint mean (what ties_delta must equal)."""
+    trimmed = torch.stack([torch.where(top_share_mask(d.abs(), density), d, 0.0) for d in deltas])
+    elected = torch.sign(trimmed.sum(dim=0))
+    agrees = (torch.sign(trimmed) == elected) & (trimmed != 0)
+    count = agrees.sum(dim=0)
+    total = torch.where(agrees, trimmed, 0.0).sum(dim=0)
+    return torch.where(count > 0, total / count.clamp_min(1), 0.0)
+
+
+@pytest.mark.parametrize("models", [1, 2, 3, 5])
+def test_ties_delta_equals_the_reference_to_the_bit(models):
+    """Many magnitude ties, opposite signs, exact cancellations and -0.0: the merged weights are the
+    reference's bit for bit (the sign of zero included, as pre-trained + δ)."""
+    generator = torch.Generator().manual_seed(models)
+    for density in (0.1, 0.2, 0.5, 1.0):
+        deltas = [torch.randint(-3, 4, (31, 17), generator=generator).float() for _ in range(models)]
+        deltas[0][0, :6] = -0.0
+        pretrained = torch.randint(-2, 3, (31, 17), generator=generator).float()
+        pretrained[1, :6] = -0.0
+        got = (pretrained + ties_delta(deltas, density)).view(torch.int32)
+        expected = (pretrained + _ties_reference(deltas, density)).view(torch.int32)
+        assert torch.equal(got, expected), density
+
+
+def test_lazy_reads_refuse_nan_and_accept_finite_values_whose_sum_overflows(tmp_path):
+    from safetensors.torch import save_file
+
+    from emtbench.methods.fusion.checkpoints import LazyCheckpoint
+
+    file = tmp_path / "model.safetensors"
+    huge = torch.full((64,), 60000.0, dtype=torch.float16)  # finite, but its float16 sum is inf
+    broken = torch.ones(5)
+    broken[3] = float("nan")
+    save_file({"huge": huge, "broken": broken, "inf": torch.tensor([1.0, -float("inf")])}, str(file))
+    checkpoint = LazyCheckpoint({name: (file, name) for name in ("huge", "broken", "inf")})
+    assert torch.equal(checkpoint["huge"], huge) and torch.equal(checkpoint["huge"], huge)  # read twice
+    for name in ("broken", "inf"):
+        with pytest.raises(EmtbenchError, match="NaN or infinity"):
+            checkpoint[name]
+
+
 def test_tensor_by_tensor_merges_equal_one_call_over_all_tensors():
     """merge_state feeds tensorwise methods one parameter at a time; DARE's draws must not change."""
     generator = torch.Generator().manual_seed(1)

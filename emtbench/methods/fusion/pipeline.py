@@ -180,7 +180,6 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
         load_model,
         load_processor,
         open_checkpoint,
-        tensors_equal,
     )
 
     if options is None:
@@ -239,7 +238,7 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
             else {"status": "copied from fine-tuned"}
         )
 
-    stats = changed_fraction(model, pretrained_state)
+    stats = changed_fraction(model, pretrained_state, known=job.changed)
     current = model.state_dict()
     run["parameters"] = {
         "changed_fraction": stats["changed_fraction"],
@@ -248,11 +247,8 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
     }
     run["layers"] = layers
     run["changed_share_per_tensor"] = stats["per_tensor"]
-    run["fine_tuned_but_left_pretrained"] = sorted(
-        name
-        for name, tensor in current.items()
-        if tensors_equal(tensor, pretrained_state[name])
-        and any(not tensors_equal(state[name], pretrained_state[name]) for state in finetuned)
+    run["fine_tuned_but_left_pretrained"] = _left_pretrained(
+        current, pretrained_state, finetuned, changed=set(stats["per_tensor"])
     )
 
     def save(folder: Path) -> None:
@@ -266,6 +262,36 @@ def merge(options: MergeOptions | None = None, /, **values: Any) -> FusionResult
 
         hub_url = push_to_hub(output, options.push_to_hub, private=options.private)
     return FusionResult(output, run, hub_url)
+
+
+def _left_pretrained(current, pretrained_state, finetuned, *, changed: set[str]) -> list[str]:
+    """Names whose fused value is the pre-trained one although some fine-tuned model changed it.
+
+    Each value is read once per checkpoint: parameters known to differ from pre-trained (``changed``)
+    are skipped, the pre-trained value is read once for all the fine-tuned comparisons, and tied
+    entries (one tensor under several names, e.g. embeddings and lm_head) are compared once.
+    """
+    from emtbench.methods.fusion.checkpoints import tensors_equal
+
+    left, verdicts = [], {}
+    for name, tensor in current.items():
+        if name in changed:
+            continue
+        tied = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tensor.dtype,
+        )
+        if tensor.numel() == 0 or tied not in verdicts:
+            pretrained = pretrained_state[name]
+            verdicts[tied] = tensors_equal(tensor, pretrained) and any(
+                not tensors_equal(state[name], pretrained) for state in finetuned
+            )
+            del pretrained
+        if verdicts[tied]:
+            left.append(name)
+    return sorted(left)
 
 
 def tailor(options: MergeOptions | None = None, /, **values: Any) -> FusionResult:

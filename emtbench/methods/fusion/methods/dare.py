@@ -17,8 +17,8 @@ def dare_delta(delta: torch.Tensor, drop_rate: float, generator: torch.Generator
 
     if drop_rate == 0.0:
         return delta.clone()
-    keep = torch.rand(delta.shape, generator=generator) >= drop_rate
-    return torch.where(keep, delta / (1.0 - drop_rate), torch.zeros((), dtype=delta.dtype))
+    dropped = torch.rand(delta.shape, generator=generator) < drop_rate
+    return (delta / (1.0 - drop_rate)).masked_fill_(dropped, 0.0)  # in place: no third tensor
 
 
 @register_merge_method()

@@ -19,14 +19,22 @@ if TYPE_CHECKING:
 
 
 def ties_delta(deltas: Sequence[torch.Tensor], density: float) -> torch.Tensor:
-    """TIES: trim to top-density magnitude, elect the sign of the summed mass, disjoint mean."""
+    """TIES: trim to top-density magnitude, elect the sign of the summed mass, disjoint mean.
+
+    Computed in one buffer of the trimmed vectors, updated in place: an entry agrees with the elected
+    sign e ∈ {−1, 0, 1} exactly when trimmed·e > 0 (nonzero and the same sign), so one product and
+    one comparison replace two sign maps, two comparisons and a conjunction. Zeros that the trim or
+    the disagreement leave may be −0.0 here, which changes no sum (x + (−0.0) = x) and no sign test.
+    """
     import torch
 
-    trimmed = torch.stack([torch.where(top_share_mask(d.abs(), density), d, 0.0) for d in deltas])
-    elected = torch.sign(trimmed.sum(dim=0))
-    agrees = (torch.sign(trimmed) == elected) & (trimmed != 0)
+    trimmed = torch.empty((len(deltas), *deltas[0].shape), dtype=deltas[0].dtype)
+    for row, delta in zip(trimmed, deltas, strict=True):
+        torch.mul(delta, top_share_mask(delta.abs(), density), out=row)
+    elected = trimmed.sum(dim=0).sign_()
+    agrees = torch.mul(trimmed, elected).gt_(0)  # 1.0 where trimmed agrees with the elected sign
     count = agrees.sum(dim=0)
-    total = torch.where(agrees, trimmed, 0.0).sum(dim=0)
+    total = trimmed.mul_(agrees).sum(dim=0)
     return torch.where(count > 0, total / count.clamp_min(1), 0.0)
 
 
