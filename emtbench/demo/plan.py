@@ -94,8 +94,9 @@ def eval_steps(options: DemoOptions, model: Path, here: Path) -> list[Step]:
     Both dtypes are explicit: the base is saved in bf16 and fine-tuned models in fp32, and with lm-eval's
     ``dtype=auto`` the perplexity of a projector-only (``linear``) run moved by ~0.9 from rounding alone.
     The EMT probes use eager attention: PyTorch's CPU SDPA kernel spent 34% of a batch-64 generation in
-    its one-token decode steps, and eager generates the 3 x 64 answers 20% faster, as close to fp32 as
-    SDPA (161 vs 160 of 192 answers equal to fp32's on a LoRA fine-tune; 188 of 192 equal to SDPA's).
+    its one-token decode steps, and eager generates the 3 x 64 answers 11% faster on 2 threads (20% on
+    1), as close to fp32 as SDPA (161 vs 160 of 192 answers equal to fp32's on a LoRA fine-tune; 188 of
+    192 equal to SDPA's).
     The fp32 language probe reads long windows, where SDPA is the better kernel, and keeps it.
     """
     from emtbench.tasks.evaluation import EvaluateOptions, evaluate
