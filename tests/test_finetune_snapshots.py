@@ -125,9 +125,21 @@ def test_a_snapshot_is_the_model_after_that_many_steps_of_the_same_run(tmp_path,
 
 
 @pytest.mark.slow
-def test_lora_snapshots_are_merged_model_folders_that_load(tmp_path, tiny_llava_dir):
+def test_lora_snapshots_are_merged_model_folders_that_load(tmp_path, tiny_llava_dir, monkeypatch):
     from transformers import AutoModelForImageTextToText
 
+    import emtbench.methods.finetune.saving as saving
+    import emtbench.methods.finetune.trainer as trainer
+
+    loads = []
+
+    def counted(model_path):
+        loads.append(model_path)
+        return original(model_path)
+
+    original = saving.load_reference
+    monkeypatch.setattr(saving, "load_reference", counted)
+    monkeypatch.setattr(trainer, "load_reference", counted)
     finetune(
         FinetuneOptions(
             model=str(tiny_llava_dir), data="emt:digits", output=tmp_path / "lora", limit=4,
@@ -137,3 +149,4 @@ def test_lora_snapshots_are_merged_model_folders_that_load(tmp_path, tiny_llava_
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "lora-step1")
     assert not any("lora" in name for name in model.state_dict())
     assert not list(tmp_path.glob(".lora*"))  # checkpoints (and the snapshots' raw saves) removed
+    assert loads == [str(tiny_llava_dir)]  # one base model for the final rebuild and every snapshot's

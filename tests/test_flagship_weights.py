@@ -157,3 +157,34 @@ def test_smollm2_gguf_loads_once_then_from_the_cache_and_answers_greedily(monkey
         out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+@pytest.mark.slow
+def test_smollm2_gguf_is_parsed_once_per_load_into_the_same_tensors(monkeypatch):
+    """Tokenizer, config and weights read one GGUFReader parse; the result is the plain loads' own."""
+    gguf = pytest.importorskip("gguf")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from emtbench.models.flagship.assemble import SMOLLM2_GGUF, _gguf_parsed_once, smollm2_gguf_dir
+
+    folder = smollm2_gguf_dir()
+    plain_tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    plain = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    parses = []
+    original_reader, original_map = gguf.GGUFReader, gguf.get_tensor_name_map
+
+    class CountingReader(original_reader):
+        def __init__(self, *args, **kwargs):
+            parses.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    assert len(parses) == 1
+    assert gguf.GGUFReader is CountingReader and gguf.get_tensor_name_map is original_map  # restored
+    before, after = plain.state_dict(), model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert model.config.to_dict() == plain.config.to_dict()
+    assert tokenizer.backend_tokenizer.to_str() == plain_tokenizer.backend_tokenizer.to_str()

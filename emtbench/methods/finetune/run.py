@@ -54,7 +54,10 @@ def write_snapshots(options: FinetuneOptions, result: Any, record: dict[str, Any
     from emtbench.methods.finetune.saving import load_reference, load_trained
 
     written = []
-    reference = load_reference(options.model) if result.snapshots else None  # once for all of them
+    reference = result.reference  # the one the final model was rebuilt against
+    if reference is None and result.snapshots:
+        reference = load_reference(options.model)
+    result.reference = None  # freed with the last snapshot
     for step, folder in sorted(result.snapshots.items()):
         model, parameters = load_trained(folder, options.model, options.settings, reference=reference)
         snapshot_record = {

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from emtbench.core.errors import EmtbenchError
 from emtbench.methods.finetune.data import ConversationCollator
 from emtbench.methods.finetune.prepare import load_model_and_processor, prepare_model, trainable_count
-from emtbench.methods.finetune.saving import FINAL_DIR, TRAINER_STATE_FILE, load_trained, save_trained
+from emtbench.methods.finetune.saving import (
+    FINAL_DIR,
+    TRAINER_STATE_FILE,
+    load_reference,
+    load_trained,
+    save_trained,
+)
 
 if TYPE_CHECKING:
     from emtbench.methods.finetune.options import TrainSettings
@@ -36,6 +42,9 @@ class TrainResult:
     the TensorBoard ``runs/`` folder (with ``--report-to tensorboard``)."""
     snapshots: dict[int, Path] = field(default_factory=dict)
     """Optimizer step -> what :func:`save_trained` wrote after it (``snapshot_steps``; main process)."""
+    reference: Any = None
+    """With snapshots: the base model :func:`load_trained` rebuilt the final model against, kept so the
+    snapshots are rebuilt against it too instead of loading it again (drop it when done)."""
 
 
 def snapshot_dir(checkpoint_dir: Path, step: int) -> Path:
@@ -182,9 +191,16 @@ def train(
             where="--snapshot-steps",
             fix="pass steps below the run's last step (--max-steps, or the steps of --epochs)",
         )
-    model, parameters = load_trained(final_dir, model_path, settings)
+    reference = load_reference(model_path) if snapshots else None  # one load for the final and the snapshots
+    model, parameters = load_trained(final_dir, model_path, settings, reference=reference)
     return TrainResult(
-        model, processor, {"trained": trained, **parameters}, metrics, logs=logs, snapshots=snapshots
+        model,
+        processor,
+        {"trained": trained, **parameters},
+        metrics,
+        logs=logs,
+        snapshots=snapshots,
+        reference=reference,
     )
 
 

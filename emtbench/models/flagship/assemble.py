@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -71,6 +72,45 @@ def smollm2_cache_dir() -> Path:
     return user_cache_dir() / f"smollm2-135m-instruct-{gguf.stat().st_size}"
 
 
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """While transformers loads a GGUF: one parse of the file, and gguf's tensor-name map built once.
+
+    transformers parses the whole file's metadata in pure Python on each of its three reads (tokenizer,
+    config, weights), and its weight loader (``get_gguf_hf_weights_map``) rebuilds gguf's tensor-name
+    map at every module it visits (397 times for SmolLM2). Both are pure functions of their arguments
+    and only read afterwards, so inside this block ``gguf.GGUFReader`` returns the reader of a file it
+    already parsed and ``gguf.get_tensor_name_map`` is memoised. The tensors come out bit-identical;
+    without those gguf attributes (another gguf version), the loads run as they are.
+    """
+    import functools
+
+    try:
+        import gguf
+    except ImportError:
+        yield
+        return
+    reader_class = getattr(gguf, "GGUFReader", None)
+    name_map = getattr(gguf, "get_tensor_name_map", None)
+    if reader_class is None or name_map is None:
+        yield
+        return
+    readers: dict = {}
+
+    def parsed_once(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = reader_class(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = parsed_once, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
+        readers.clear()
+
+
 def load_smollm2():
     """SmolLM2-135M-Instruct dequantised from its GGUF, with the GGUF quantizer dropped so it saves normally.
 
@@ -86,8 +126,9 @@ def load_smollm2():
         model = AutoModelForCausalLM.from_pretrained(cached)
         return model.eval(), AutoTokenizer.from_pretrained(cached)
     folder = smollm2_gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
     model.hf_quantizer = None
     model.is_quantized = False
     model.quantization_method = None
