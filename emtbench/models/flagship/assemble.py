@@ -115,9 +115,10 @@ def load_smollm2():
     """SmolLM2-135M-Instruct dequantised from its GGUF, with the GGUF quantizer dropped so it saves normally.
 
     Why cached: transformers' GGUF reader parses the file's metadata in pure Python (tokenizer
-    vocabulary and merges, tensor-name maps), which took 46 s on this 2-core CPU although the
-    dequantisation itself is ~3 s. The first call saves the result with ``save_pretrained`` under
-    :func:`smollm2_cache_dir` (atomically); later calls load that folder in well under a second.
+    vocabulary and merges, tensor-name maps): 15.5-17.5 s on this 2-core CPU for the tokenizer and the
+    model, 5.2-5.5 s with :func:`_gguf_parsed_once`, although the dequantisation itself is ~2 s. The
+    first call saves the result with ``save_pretrained`` under :func:`smollm2_cache_dir` (atomically);
+    later calls load that folder in well under a second.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
