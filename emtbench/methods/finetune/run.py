@@ -51,12 +51,10 @@ def write_snapshots(options: FinetuneOptions, result: Any, record: dict[str, Any
     """
     from emtbench.core.records import write_model_dir
     from emtbench.hub.cards import model_card
-    from emtbench.methods.finetune.saving import load_reference, load_trained
+    from emtbench.methods.finetune.saving import load_trained
 
     written = []
-    reference = result.reference  # the one the final model was rebuilt against
-    if reference is None and result.snapshots:
-        reference = load_reference(options.model)
+    reference = result.reference  # train() loaded it for the final rebuild whenever there are snapshots
     result.reference = None  # freed with the last snapshot
     for step, folder in sorted(result.snapshots.items()):
         model, parameters = load_trained(folder, options.model, options.settings, reference=reference)
