@@ -1,7 +1,8 @@
 """Flagship eval throughput and compute efficiency, measured side by side in one run.
 
 For each batch size: the inner loop of lm-eval's ``hf-multimodal`` on EMT digits test images
-(processor -> ``generate`` greedy, up to --new-tokens tokens), timed; FLOPs of the same call counted
+(processor -> ``generate`` greedy, exactly --new-tokens tokens, with the attention of
+--attn-implementation, by default the demo's), timed; FLOPs of the same call counted
 with torch's FlopCounterMode. The machine's bf16 matmul rate is measured in the same process, in
 bursts interleaved with the eval batches (see MatmulMeter), so the ratio "achieved FLOP/s / bf16
 matmul FLOP/s" compares the two under the same load on a shared CPU. For the best batch size the
@@ -76,12 +77,18 @@ def run_batch(model, processor, images, prompt, new_tokens: int, **generate_kwar
         images=[[im] for im in images], text=[prompt] * len(images), padding="longest", return_tensors="pt"
     )
     batch["pixel_values"] = batch["pixel_values"].to(model.dtype)
+    # Exactly new_tokens tokens per row, with no logits processor: without an end-of-sequence token
+    # generate never stops early. (``min_new_tokens`` would add two processors that clone and mask the
+    # (batch x vocabulary) logits at every step, work that lm-eval's generation does not do.)
     return model.generate(
-        **batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, **generate_kwargs
+        **batch, max_new_tokens=new_tokens, eos_token_id=None, do_sample=False, **generate_kwargs
     )
 
 
-VARIANTS = ("baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention", "static-eager")
+VARIANTS = (
+    "baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention", "static-eager", "eager-gqa",
+    "eager-one-pass",
+)  # fmt: skip
 """Ways to run the same greedy generation, compared at the best batch size by --variants:
 
 * ``static-cache``: ``generate(cache_implementation="static")``, a preallocated key/value cache;
@@ -89,7 +96,11 @@ VARIANTS = ("baseline", "static-cache", "compile-decode", "compile-lm", "eager-a
   (``CompileConfig``; transformers compiles on GPUs only unless told ``_compile_all_devices``);
 * ``compile-lm``: ``torch.compile`` of the language model (prefill and decoding, dynamic shapes);
 * ``eager-attention``: the model loaded with ``attn_implementation="eager"`` instead of SDPA;
-* ``static-eager``: both the static cache and eager attention.
+* ``static-eager``: both the static cache and eager attention;
+* ``eager-gqa``: ``attn_implementation="emt_eager_gqa"``, eager attention that reads shared key/value
+  heads in place (emtbench.models.flagship.grouped_attention);
+* ``eager-one-pass``: eager attention with the vision tower run over the whole batch in one pass
+  (as before ``EfficientNetLiteVisionModel.IMAGES_PER_PASS``).
 """
 
 
@@ -97,9 +108,13 @@ def prepare_variant(name: str, model_dir, dtype):
     """(model, generate keyword arguments) for one variant; each gets its own model instance."""
     from transformers import AutoModelForImageTextToText, CompileConfig
 
-    attention = {"attn_implementation": "eager"} if name in ("eager-attention", "static-eager") else {}
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **attention).eval()
-    if name in ("baseline", "eager-attention"):
+    attention = {"eager-attention": "eager", "static-eager": "eager", "eager-one-pass": "eager",
+                 "eager-gqa": "emt_eager_gqa"}.get(name)  # fmt: skip
+    attention_args = {"attn_implementation": attention} if attention else {}
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, **attention_args).eval()
+    if name == "eager-one-pass":
+        model.model.vision_tower.IMAGES_PER_PASS = 2**31  # this instance only
+    if name in ("baseline", "eager-attention", "eager-gqa", "eager-one-pass"):
         return model, {}
     if name in ("static-cache", "static-eager"):
         return model, {"cache_implementation": "static"}
@@ -183,7 +198,13 @@ def print_breakdown(model, processor, images, prompt, new_tokens: int) -> None:
     batch = processor(images=nested, text=texts, padding="longest", return_tensors="pt")
     pixels = batch["pixel_values"].to(model.dtype)
     preprocess = timed(lambda: processor(images=nested, text=texts, padding="longest", return_tensors="pt"))
-    vision = timed(lambda: model.get_image_features(pixels))
+    from emtbench.models.flagship.modeling_emt_flagship import VISION_FEATURE_CACHE
+
+    def vision_uncached():
+        VISION_FEATURE_CACHE.clear()  # else every repeat after the first times a cache hit
+        return model.get_image_features(pixels)
+
+    vision = timed(vision_uncached)
     first_token = timed(lambda: run_batch(model, processor, images, prompt, 1))
     all_tokens = timed(lambda: run_batch(model, processor, images, prompt, new_tokens))
     decode = (all_tokens - first_token) / max(new_tokens - 1, 1)
@@ -210,6 +231,12 @@ def main() -> None:
         help=f"also compare these at the best batch size, comma-separated: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--variant-rounds", type=int, default=2, help="interleaved rounds per variant")
+    parser.add_argument(
+        "--attn-implementation",
+        default="emt_eager_gqa",
+        help="attention of the batch-size sweep (default: the demo's EMT probes' setting); the variants' "
+        "baseline is always transformers' default (SDPA)",
+    )
     args = parser.parse_args()
 
     from torch.utils.flop_counter import FlopCounterMode
@@ -221,9 +248,11 @@ def main() -> None:
         from emtbench.testing import build_tiny_flagship
 
         args.model = build_tiny_flagship(Path(tempfile.mkdtemp()) / "tiny-flagship", image_size=224)
-    model = AutoModelForImageTextToText.from_pretrained(args.model, dtype=torch.bfloat16).eval()
+    model = AutoModelForImageTextToText.from_pretrained(
+        args.model, dtype=torch.bfloat16, attn_implementation=args.attn_implementation
+    ).eval()
     processor = AutoProcessor.from_pretrained(args.model)
-    print(f"threads: {torch.get_num_threads()}  model: {args.model}")
+    print(f"threads: {torch.get_num_threads()}  model: {args.model}  attention: {args.attn_implementation}")
     all_images, prompt = eval_inputs(processor, args.samples)
     rows = []
     with torch.inference_mode():

@@ -328,3 +328,70 @@ def test_inference_reuses_the_vision_features_of_the_same_pixels_and_weights(tin
         inner.pool_vision_features(pixels)  # training: never cached
     assert calls == [1, 1, 1, 1]
     hook.remove()
+
+
+def test_vision_tower_runs_a_batch_in_cache_sized_passes_with_the_same_features(tiny_flagship_dir):
+    from transformers import AutoModelForImageTextToText
+
+    tower = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir).eval().model.vision_tower
+    assert tower.IMAGES_PER_PASS == 4
+    sizes = []
+    encode = tower.encoder.forward_features
+    tower.encoder.forward_features = lambda pixels: sizes.append(pixels.shape[0]) or encode(pixels)
+    pixels = torch.rand(9, 3, 32, 32)
+    with torch.no_grad():
+        passes = tower(pixels)
+        assert sizes == [3, 3, 3]  # ceil(9 / 4) passes, as even as possible
+        sizes.clear()
+        tower(pixels[:5])
+        assert sizes == [3, 2]  # never a lone image (oneDNN takes another kernel for batch 1)
+        sizes.clear()
+        tower.IMAGES_PER_PASS = 100
+        whole = tower(pixels)
+    assert sizes == [9]
+    assert passes.shape == whole.shape == (9, tower.config.head_channels, 4, 4)
+    torch.testing.assert_close(passes, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_eager_gqa_attention_gives_eager_results_for_grouped_heads(tiny_flagship_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_flagship_dir)
+    models = {
+        name: AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir, attn_implementation=name).eval()
+        for name in ("eager", "emt_eager_gqa")
+    }
+    text = models["eager"].config.get_text_config()
+    assert text.num_attention_heads // text.num_key_value_heads == 2  # the tiny LM groups its heads
+    assert models["emt_eager_gqa"].config.get_text_config()._attn_implementation == "emt_eager_gqa"
+    batch = _question_first_batch(processor, 3, pad_one=True)  # left padding: the mask matters
+    with torch.no_grad():
+        outputs = {name: model(**batch, output_attentions=True) for name, model in models.items()}
+        tokens = {
+            name: model.generate(**batch, max_new_tokens=5, do_sample=False) for name, model in models.items()
+        }
+    torch.testing.assert_close(outputs["emt_eager_gqa"].logits, outputs["eager"].logits, rtol=1e-5, atol=1e-5)
+    length = batch["input_ids"].shape[1]
+    for grouped, eager in zip(outputs["emt_eager_gqa"].attentions, outputs["eager"].attentions, strict=True):
+        assert grouped.shape == eager.shape == (3, text.num_attention_heads, length, length)
+        torch.testing.assert_close(grouped, eager, rtol=1e-5, atol=1e-6)
+    assert torch.equal(tokens["emt_eager_gqa"], tokens["eager"])
+
+
+def test_eager_gqa_attention_takes_per_head_masks_and_plain_multi_head_attention():
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    from emtbench.models.flagship.grouped_attention import eager_gqa_attention_forward
+
+    generator = torch.Generator().manual_seed(0)
+    for heads, kv_heads, mask_heads in ((6, 2, 6), (6, 2, 1), (4, 4, 4)):
+        module = torch.nn.Module().eval()
+        module.num_key_value_groups = heads // kv_heads
+        query = torch.randn(2, heads, 5, 8, generator=generator)
+        key, value = (torch.randn(2, kv_heads, 7, 8, generator=generator) for _ in range(2))
+        mask = torch.where(torch.rand(2, mask_heads, 5, 7, generator=generator) < 0.3, -1e9, 0.0)
+        grouped = eager_gqa_attention_forward(module, query, key, value, mask, scaling=0.3)
+        eager = eager_attention_forward(module, query, key, value, mask, scaling=0.3)
+        for ours, reference in zip(grouped, eager, strict=True):
+            assert ours.shape == reference.shape
+            torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)

@@ -38,6 +38,7 @@ FLAGSHIP_MODEL_FILES = (
     "modeling_emt_flagship",
     "processing_emt_flagship",
     "efficientnet_lite",
+    "grouped_attention",
 )
 
 

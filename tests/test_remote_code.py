@@ -36,6 +36,13 @@ inputs = processor(text=[text], images=[image], return_tensors="pt")
 out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
 assert out.shape[1] > inputs["input_ids"].shape[1]
 print("GENERATED", out.shape[1] - inputs["input_ids"].shape[1])
+# the checkpoint's code registers its grouped eager attention with transformers when it loads
+grouped = AutoModelForImageTextToText.from_pretrained(
+    folder, trust_remote_code=True, attn_implementation="emt_eager_gqa"
+)
+assert grouped.config.get_text_config()._attn_implementation == "emt_eager_gqa"
+again = grouped.generate(**inputs, max_new_tokens=3, do_sample=False)
+print("GROUPED SAME", bool((again == out).all()))
 """
 
 
@@ -72,6 +79,7 @@ def test_checkpoint_carries_its_code(tiny_flagship_dir):
         "modeling_emt_flagship",
         "processing_emt_flagship",
         "efficientnet_lite",
+        "grouped_attention",
     ):
         tree = ast.parse((tiny_flagship_dir / f"{name}.py").read_text())
         imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
@@ -87,6 +95,7 @@ def test_loads_and_generates_without_emtbench(tiny_flagship_dir, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "GENERATED 3" in done.stdout
+    assert "GROUPED SAME True" in done.stdout
 
     # the same folder without auto_map does not load there: the check above is not vacuous
     stripped = tmp_path / "no-auto-map"

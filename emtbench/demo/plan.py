@@ -96,15 +96,21 @@ def eval_steps(options: DemoOptions, model: Path, here: Path) -> list[Step]:
     The EMT probes use eager attention: PyTorch's CPU SDPA kernel spent 34% of a batch-64 generation in
     its one-token decode steps, and eager generates the 3 x 64 answers 11% faster on 2 threads (20% on
     1), as close to fp32 as SDPA (161 vs 160 of 192 answers equal to fp32's on a LoRA fine-tune; 188 of
-    192 equal to SDPA's).
+    192 equal to SDPA's). Its grouped form, ``emt_eager_gqa`` (models.flagship.grouped_attention), gives
+    eager's answers bit for bit without copying the shared key/value heads.
     The fp32 language probe reads long windows, where SDPA is the better kernel, and keeps it.
     """
+    from emtbench.models.flagship.grouped_attention import NAME as GROUPED_EAGER_ATTENTION
     from emtbench.tasks.evaluation import EvaluateOptions, evaluate
 
     emt = EvaluateOptions(
         tasks=list(EMT_TASKS),
         model="hf-multimodal",
-        model_args={"pretrained": str(model), "dtype": "bfloat16", "attn_implementation": "eager"},
+        model_args={
+            "pretrained": str(model),
+            "dtype": "bfloat16",
+            "attn_implementation": GROUPED_EAGER_ATTENTION,
+        },
         device=options.device,
         limit=options.limit,
         batch_size=options.eval_batch_size,
