@@ -7,7 +7,10 @@ with torch's FlopCounterMode. The machine's bf16 matmul rate is measured in the 
 bursts interleaved with the eval batches (see MatmulMeter), so the ratio "achieved FLOP/s / bf16
 matmul FLOP/s" compares the two under the same load on a shared CPU. For the best batch size the
 time is then split into processor, vision tower + projector, LM prefill and decoding, which says
-where further speed has to come from.
+where further speed has to come from, and bounded from above: the same processor and vision time
+plus every matrix product the language model ran, each timed alone at its own shape (see
+MatmulLog), is the share that no change to the LM's other work (norms, RoPE, attention's softmax,
+the cache, sampling) can pass while the vision tower stays as it is.
 
   OMP_NUM_THREADS=1 python scripts/bench_flagship.py --model ~/.cache/emtbench/flagship-base-<key>
   python scripts/bench_flagship.py --tiny   # smoke run on a tiny random flagship
@@ -18,9 +21,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 class MatmulMeter:
@@ -87,7 +92,7 @@ def run_batch(model, processor, images, prompt, new_tokens: int, **generate_kwar
 
 VARIANTS = (
     "baseline", "static-cache", "compile-decode", "compile-lm", "eager-attention", "static-eager", "eager-gqa",
-    "eager-one-pass",
+    "eager-one-pass", "peft-adapter",
 )  # fmt: skip
 """Ways to run the same greedy generation, compared at the best batch size by --variants:
 
@@ -100,7 +105,10 @@ VARIANTS = (
 * ``eager-gqa``: ``attn_implementation="emt_eager_gqa"``, eager attention that reads shared key/value
   heads in place (emtbench.models.flagship.grouped_attention);
 * ``eager-one-pass``: eager attention with the vision tower run over the whole batch in one pass
-  (as before ``EfficientNetLiteVisionModel.IMAGES_PER_PASS``).
+  (as before ``EfficientNetLiteVisionModel.IMAGES_PER_PASS``);
+* ``peft-adapter``: the model with a LoRA adapter (zero-initialised, so the same answers) loaded by
+  ``PeftModel.from_pretrained``, as lm-eval's ``--model_args pretrained=BASE,peft=ADAPTER`` loads it:
+  every weight frozen, which is what once sent the LM head down torch's slow batched path.
 """
 
 
@@ -116,6 +124,14 @@ def prepare_variant(name: str, model_dir, dtype):
         model.model.vision_tower.IMAGES_PER_PASS = 2**31  # this instance only
     if name in ("baseline", "eager-attention", "eager-gqa", "eager-one-pass"):
         return model, {}
+    if name == "peft-adapter":
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        lora = LoraConfig(r=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+        with tempfile.TemporaryDirectory(prefix="bench-adapter-") as adapter:
+            get_peft_model(model, lora).save_pretrained(adapter)
+            base = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).eval()
+            return PeftModel.from_pretrained(base, adapter).eval(), {}
     if name in ("static-cache", "static-eager"):
         return model, {"cache_implementation": "static"}
     if name == "compile-decode":
@@ -180,6 +196,67 @@ def compare_variants(args, processor, images, prompt, batch_size: int) -> None:
               f"rate, {base / best:5.2f}x baseline, identical answers {same:.1%}, first call {warmup[name]:.1f} s")  # fmt: skip
 
 
+class MatmulLog(TorchDispatchMode):
+    """Counts the matrix products run while :attr:`active`, by op, operand shapes, strides and dtype.
+
+    Why: timed alone, the products say how fast the LM could be if the rest of its work took no
+    time. ``active`` is switched on by hooks on the language model and the LM head only, so the
+    vision tower and projector (timed as a whole in the breakdown) are not counted twice.
+    """
+
+    OPS = (torch.ops.aten.linear.default, torch.ops.aten.matmul.default, torch.ops.aten.mm.default,
+           torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)  # fmt: skip
+    """Under inference mode ``F.linear`` and ``torch.matmul`` reach a dispatch mode undecomposed."""
+
+    def __init__(self):
+        super().__init__()
+        self.active = False
+        self.calls: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.active and func in self.OPS and not kwargs:
+            operands = tuple(
+                (tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else ("value", a)
+                for a in args
+            )
+            self.calls[(func, operands)] += 1
+        return func(*args, **(kwargs or {}))
+
+    def record(self, model, run) -> None:
+        """Run ``run()`` with the LM's and LM head's products logged."""
+
+        def on(*_):
+            self.active = True
+
+        def off(*_):
+            self.active = False
+
+        parts = (model.model.language_model, model.lm_head)
+        handles = [
+            h for part in parts for h in (part.register_forward_pre_hook(on), part.register_forward_hook(off))
+        ]
+        try:
+            with self:
+                run()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def seconds_alone(self) -> float:
+        """Sum over the logged products of count x the median time of that product run by itself."""
+        total = 0.0
+        with torch.inference_mode():
+            for (func, operands), count in self.calls.items():
+                args = [
+                    value[1]
+                    if value[0] == "value"
+                    else torch.empty_strided(*value[:2], dtype=value[2]).normal_()
+                    for value in operands
+                ]
+                total += count * timed(lambda: func(*args), repeats=5)  # noqa: B023 (called at once)
+        return total
+
+
 def timed(function, repeats: int = 3) -> float:
     """Median seconds of ``function()`` after one warm-up call."""
     function()
@@ -191,8 +268,10 @@ def timed(function, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def print_breakdown(model, processor, images, prompt, new_tokens: int) -> None:
-    """Where one batch's time goes: processor, vision tower + projector, LM prefill, decoding."""
+def print_breakdown(
+    model, processor, images, prompt, new_tokens: int, flops_per_sample: float, peak: float
+) -> None:
+    """Where one batch's time goes (processor, vision tower + projector, LM prefill, decoding), and its ceiling."""
     texts = [prompt] * len(images)
     nested = [[im] for im in images]
     batch = processor(images=nested, text=texts, padding="longest", return_tensors="pt")
@@ -213,6 +292,18 @@ def print_breakdown(model, processor, images, prompt, new_tokens: int) -> None:
         f"batch {len(images)} breakdown: processor {preprocess * 1e3:.0f} ms, vision tower + projector "
         f"{vision * 1e3:.0f} ms, LM prefill {prefill * 1e3:.0f} ms, {new_tokens - 1} decode steps x "
         f"{decode * 1e3:.0f} ms (total {all_tokens * 1e3:.0f} ms)"
+    )
+    log = MatmulLog()
+    log.record(model, lambda: run_batch(model, processor, images, prompt, new_tokens))
+    matmuls = log.seconds_alone()
+    language_model = all_tokens - vision - preprocess
+    floor = preprocess + vision + matmuls
+    print(
+        f"ceiling at batch {len(images)}: the LM's {sum(log.calls.values())} matrix products "
+        f"({len(log.calls)} shapes), each timed alone, take {matmuls * 1e3:.0f} ms of its "
+        f"{language_model * 1e3:.0f} ms; with processor and vision tower as measured, "
+        f"{floor * 1e3:.0f} ms per batch = at most {len(images) * flops_per_sample / floor / peak:.1%} "
+        f"of the bf16 matmul rate with this vision tower"
     )
 
 
@@ -272,14 +363,14 @@ def main() -> None:
             peak = meter.rate
             rate = args.samples / elapsed
             achieved = rate * flops_per_sample
-            rows.append((batch_size, rate, achieved / peak, batches[0]))
+            rows.append((batch_size, rate, achieved / peak, batches[0], flops_per_sample, peak))
             print(
                 f"batch {batch_size:>3}: {rate:6.2f} samples/s  {flops_per_sample / 1e9:5.1f} GFLOP/sample  "
                 f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:6.1%} of the bf16 matmul rate "
                 f"({peak / 1e9:.0f} GFLOP/s, 1024^2, interleaved)"
             )
         best = max(rows, key=lambda r: r[1])
-        print_breakdown(model, processor, best[3], prompt, args.new_tokens)
+        print_breakdown(model, processor, best[3], prompt, args.new_tokens, best[4], best[5])
         if args.variants:
             compare_variants(args, processor, all_images, prompt, best[0])
     print(

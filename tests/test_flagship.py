@@ -275,6 +275,33 @@ def _question_first_batch(processor, count: int, *, pad_one: bool = False):
     return processor(images=_images(count), text=texts, padding="longest", return_tensors="pt")
 
 
+def test_a_frozen_head_projects_only_the_kept_positions_as_one_matrix_product(tiny_flagship_dir):
+    """With the weights frozen (a PEFT adapter loaded for evaluation), the last-token slice reaches the LM
+    head contiguous, so it is one (rows x hidden) @ (hidden x vocabulary) product, not a batched one over
+    the vocabulary matrix expanded per row (pytorch/pytorch#186148: 1000x slower on CPU at batch 128)."""
+    from torch.profiler import profile
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_flagship_dir).eval().requires_grad_(False)
+    processor = AutoProcessor.from_pretrained(tiny_flagship_dir)
+    batch = processor(
+        images=_images(3), text=[_prompt(processor)] * 3, padding="longest", return_tensors="pt"
+    )
+    vocabulary = model.lm_head.weight.shape[0]
+    with torch.inference_mode():
+        full = model(**batch).logits
+        with profile(record_shapes=True) as trace:
+            last = model(**batch, logits_to_keep=1).logits
+    batched_head = [
+        event.input_shapes
+        for event in trace.events()
+        if event.name == "aten::bmm" and any(vocabulary in shape for shape in event.input_shapes)
+    ]
+    assert batched_head == []
+    assert last.shape == (3, 1, vocabulary)
+    torch.testing.assert_close(last, full[:, -1:])
+
+
 def test_generate_computes_the_shared_prompt_prefix_once_and_gives_the_same_tokens(loaded, monkeypatch):
     model, processor = loaded
     batch = _question_first_batch(processor, 3)
