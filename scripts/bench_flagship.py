@@ -216,7 +216,9 @@ class MatmulLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.active and func in self.OPS and not kwargs:
             operands = tuple(
-                (tuple(a.shape), a.stride(), a.dtype) if isinstance(a, torch.Tensor) else ("value", a)
+                (tuple(a.shape), a.stride(), a.dtype, a.requires_grad)
+                if isinstance(a, torch.Tensor)
+                else ("value", a)
                 for a in args
             )
             self.calls[(func, operands)] += 1
@@ -243,16 +245,20 @@ class MatmulLog(TorchDispatchMode):
                 handle.remove()
 
     def seconds_alone(self) -> float:
-        """Sum over the logged products of count x the median time of that product run by itself."""
+        """Sum over the logged products of count x the median time of that product run by itself.
+
+        Operands are rebuilt with the logged strides and ``requires_grad`` (a weight that requires grad
+        lets ``torch.matmul`` fold a strided batch into one product; see the flagship's LM head).
+        """
         total = 0.0
-        with torch.inference_mode():
-            for (func, operands), count in self.calls.items():
-                args = [
-                    value[1]
-                    if value[0] == "value"
-                    else torch.empty_strided(*value[:2], dtype=value[2]).normal_()
-                    for value in operands
-                ]
+        for (func, operands), count in self.calls.items():
+            args = [
+                value[1]
+                if value[0] == "value"
+                else torch.empty_strided(*value[:2], dtype=value[2]).normal_().requires_grad_(value[3])
+                for value in operands
+            ]
+            with torch.inference_mode():
                 total += count * timed(lambda: func(*args), repeats=5)  # noqa: B023 (called at once)
         return total
 
