@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -263,6 +264,17 @@ class MatmulLog(TorchDispatchMode):
         return total
 
 
+class SweepRow(NamedTuple):
+    """One batch size of the sweep: what it measured, and the first batch (for the breakdown)."""
+
+    batch_size: int
+    samples_per_second: float
+    share_of_bf16_rate: float
+    images: list
+    flops_per_sample: float
+    bf16_rate: float
+
+
 def timed(function, repeats: int = 3) -> float:
     """Median seconds of ``function()`` after one warm-up call."""
     function()
@@ -369,19 +381,22 @@ def main() -> None:
             peak = meter.rate
             rate = args.samples / elapsed
             achieved = rate * flops_per_sample
-            rows.append((batch_size, rate, achieved / peak, batches[0], flops_per_sample, peak))
+            rows.append(SweepRow(batch_size, rate, achieved / peak, batches[0], flops_per_sample, peak))
             print(
                 f"batch {batch_size:>3}: {rate:6.2f} samples/s  {flops_per_sample / 1e9:5.1f} GFLOP/sample  "
                 f"{achieved / 1e9:6.1f} GFLOP/s = {achieved / peak:6.1%} of the bf16 matmul rate "
                 f"({peak / 1e9:.0f} GFLOP/s, 1024^2, interleaved)"
             )
-        best = max(rows, key=lambda r: r[1])
-        print_breakdown(model, processor, best[3], prompt, args.new_tokens, best[4], best[5])
+        best = max(rows, key=lambda row: row.samples_per_second)
+        print_breakdown(
+            model, processor, best.images, prompt, args.new_tokens, best.flops_per_sample, best.bf16_rate
+        )
         if args.variants:
-            compare_variants(args, processor, all_images, prompt, best[0])
+            compare_variants(args, processor, all_images, prompt, best.batch_size)
     print(
-        f"best: batch {best[0]} at {best[1]:.2f} samples/s; achieved/bf16-matmul = {best[2]:.1%} "
-        f"(target >= 50%); speed-up over batch {rows[0][0]}: {best[1] / rows[0][1]:.2f}x"
+        f"best: batch {best.batch_size} at {best.samples_per_second:.2f} samples/s; achieved/bf16-matmul = "
+        f"{best.share_of_bf16_rate:.1%} "
+        f"(target >= 50%); speed-up over batch {rows[0].batch_size}: {best.samples_per_second / rows[0].samples_per_second:.2f}x"
     )
 
 
